@@ -1,0 +1,123 @@
+//! Expands the book exactly as mdBook does for the reader, then generates one
+//! test per Rust block (skeptic) and one per stored listing output.
+//!
+//! - mdBook's own `links` preprocessor runs (through the mdbook library, same
+//!   version as the binary), so `{{#include}}`, `{{#rustdoc_include}}`, anchors
+//!   and line ranges give the tested text the reader sees.
+//! - Each expanded chapter is written twice to `OUT_DIR`: as expanded (the
+//!   rule checks in `tests/rules.rs` read it) and as the copy skeptic reads
+//!   (`book_tools::fences::skeptic_copy`: fences mapped to what they promise,
+//!   admonitions opened up, line numbers kept).
+//! - skeptic's generated tests are routed through `tests/harness/mod.rs`, which
+//!   bounds every run and checks the promised outcome.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use mdbook::book::BookItem;
+use mdbook::renderer::{RenderContext, Renderer};
+use mdbook::MDBook;
+
+/// A renderer that renders nothing: it only gives `preprocess_book` a name, so
+/// the preprocessors limited to `html` (admonish, captions) stay out.
+struct Expand;
+
+impl Renderer for Expand {
+    fn name(&self) -> &str {
+        "skeptic"
+    }
+
+    fn render(&self, _: &RenderContext) -> mdbook::errors::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes only when the content changed, so cargo does not see a change.
+fn write_if_changed(path: &Path, contents: &str) {
+    if fs::read_to_string(path).ok().as_deref() != Some(contents) {
+        fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+}
+
+fn output_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
+            output_files(&path, found);
+        } else if path.file_name().is_some_and(|n| n == "output.txt") {
+            found.push(path);
+        }
+    }
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
+    for watched in ["src", "listings", "book.toml"] {
+        println!("cargo:rerun-if-changed={watched}");
+    }
+
+    let book = MDBook::load(&root).unwrap_or_else(|e| panic!("mdBook cannot load the book: {e:#}"));
+    let (expanded, _) = book
+        .preprocess_book(&Expand)
+        .unwrap_or_else(|e| panic!("mdBook cannot expand the book: {e:#}"));
+
+    let expanded_dir = out.join("expanded");
+    let skeptic_dir = out.join("skeptic");
+    fs::create_dir_all(&expanded_dir).expect("OUT_DIR is writable");
+    fs::create_dir_all(&skeptic_dir).expect("OUT_DIR is writable");
+    let mut copies = Vec::new();
+    for item in expanded.iter() {
+        let BookItem::Chapter(chapter) = item else {
+            continue;
+        };
+        let Some(source) = &chapter.source_path else {
+            continue; // a draft chapter: no page yet
+        };
+        // Chapters in different folders may share a file name: flatten the path.
+        let flat = source.to_string_lossy().replace(['/', '\\'], "__");
+        write_if_changed(&expanded_dir.join(&flat), &chapter.content);
+        let copy = skeptic_dir.join(&flat);
+        write_if_changed(&copy, &book_tools::fences::skeptic_copy(&chapter.content));
+        write_if_changed(
+            &skeptic_dir.join(format!("{flat}.skt.md")),
+            &book_tools::fences::skeptic_templates(),
+        );
+        copies.push(copy);
+    }
+    skeptic::generate_doc_tests(&copies);
+
+    // Every run goes through the harness, which bounds it and checks the
+    // outcome the fence promised.
+    let generated = fs::read_to_string(out.join("skeptic-tests.rs")).unwrap_or_default();
+    let routed = generated.replace("skeptic::rt::run_test(", "crate::harness::run_snippet(");
+    write_if_changed(&out.join("snippet-tests.rs"), &routed);
+
+    let mut outputs = Vec::new();
+    output_files(&root.join("listings"), &mut outputs);
+    let mut tests = String::new();
+    for path in outputs {
+        let relative = path.strip_prefix(&root).expect("under the root");
+        let crate_dir = relative.parent().expect("in a crate");
+        let chapter = crate_dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let chapter = chapter.split('-').next().unwrap_or_default().to_string();
+        let name = crate_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('-', "_"))
+            .unwrap_or_default();
+        tests.push_str(&format!(
+            "#[test]\nfn {chapter}_{name}_output() {{\n    \
+             crate::harness::check_output({:?});\n}}\n\n",
+            relative.to_string_lossy()
+        ));
+    }
+    write_if_changed(&out.join("output-tests.rs"), &tests);
+}

@@ -1,0 +1,165 @@
+//! Bounded waiting: a deadlock becomes a report, never a frozen terminal.
+//!
+//! A deadlock cannot be detected from inside the threads it stops, and a
+//! `tokio::time::timeout` cannot fire when the thread that drives the runtime's
+//! timers is the one that is blocked. So the watchdog is a plain OS thread,
+//! outside any runtime under test, that waits a bounded time for the scenario.
+//! A deadlocked scenario thread cannot be stopped or joined; it is left behind
+//! and ends with the process.
+//!
+//! [`TestLimit`] applies the same idea to a whole test: every test in this
+//! repository starts with one, so no test can hang the suite.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The exit status of a program that stopped because its watchdog saw a
+/// deadlock. The book's test harness expects exactly this status from blocks
+/// marked `deadlocks`.
+pub const DEADLOCK_EXIT_CODE: i32 = 3;
+
+/// The exit status of a test process stopped by a [`TestLimit`].
+pub const TIME_LIMIT_EXIT_CODE: i32 = 124;
+
+/// How a watched scenario ended.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// It returned this value in time.
+    Completed(T),
+    /// It was still blocked when the limit ran out.
+    Deadlocked {
+        /// How long the watchdog waited.
+        waited: Duration,
+    },
+    /// It panicked, with this message.
+    Panicked(String),
+}
+
+impl<T> Outcome<T> {
+    /// True for [`Outcome::Deadlocked`].
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, Outcome::Deadlocked { .. })
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// Runs `scenario` on a new thread named `name` and waits at most `limit`
+/// for it. On a deadlock the scenario's thread is left blocked.
+pub fn watch<T, F>(name: &str, limit: Duration, scenario: F) -> Outcome<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let spawned = thread::Builder::new().name(name.to_string()).spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario));
+        let _ = sender.send(result);
+    });
+    if let Err(e) = spawned {
+        return Outcome::Panicked(format!("could not start the scenario thread: {e}"));
+    }
+    let started = Instant::now();
+    match receiver.recv_timeout(limit) {
+        Ok(Ok(value)) => Outcome::Completed(value),
+        Ok(Err(payload)) => Outcome::Panicked(panic_message(payload.as_ref())),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Outcome::Deadlocked {
+            waited: started.elapsed(),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Outcome::Panicked("the scenario thread ended without a result".to_string())
+        }
+    }
+}
+
+/// A time limit for the current test. Create one as a test's first statement;
+/// if the test is still running when the limit passes, the limit names the
+/// test and ends the whole test process with [`TIME_LIMIT_EXIT_CODE`]
+/// (a hung thread cannot be unwound, so stopping the process is the only way
+/// to give the suite back).
+#[must_use = "the limit is lifted when this guard is dropped"]
+pub struct TestLimit {
+    finished: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl TestLimit {
+    /// A limit of `seconds` seconds.
+    pub fn seconds(seconds: u64) -> TestLimit {
+        TestLimit::new(Duration::from_secs(seconds))
+    }
+
+    /// A limit of `limit`.
+    pub fn new(limit: Duration) -> TestLimit {
+        let finished = Arc::new((Mutex::new(false), Condvar::new()));
+        // libtest names each test's thread after the test.
+        let test = thread::current()
+            .name()
+            .unwrap_or("this test")
+            .to_string();
+        let watcher = Arc::clone(&finished);
+        thread::spawn(move || {
+            let (lock, changed) = &*watcher;
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let (guard, _) = changed
+                .wait_timeout_while(guard, limit, |done| !*done)
+                .unwrap_or_else(|e| e.into_inner());
+            if !*guard {
+                eprintln!(
+                    "\n{test}: still running after its {limit:?} limit; stopping the test process"
+                );
+                std::process::exit(TIME_LIMIT_EXIT_CODE);
+            }
+        });
+        TestLimit { finished }
+    }
+}
+
+impl Drop for TestLimit {
+    fn drop(&mut self) {
+        let (lock, changed) = &*self.finished;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_scenario_is_reported_with_its_value() {
+        let _limit = TestLimit::seconds(10);
+        let outcome = watch("adds", Duration::from_secs(5), || 2 + 2);
+        assert!(matches!(outcome, Outcome::Completed(4)), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_blocked_scenario_is_reported_as_a_deadlock_in_time() {
+        let _limit = TestLimit::seconds(10);
+        let started = Instant::now();
+        let outcome = watch("blocks", Duration::from_millis(200), || {
+            // Waits for a message nobody will ever send.
+            let (sender, never) = std::sync::mpsc::channel::<()>();
+            let _ = never.recv();
+            drop(sender);
+        });
+        assert!(outcome.is_deadlock(), "{outcome:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_panicking_scenario_is_reported_with_its_message() {
+        let _limit = TestLimit::seconds(10);
+        let outcome = watch("panics", Duration::from_secs(5), || -> () { panic!("boom") });
+        assert!(matches!(&outcome, Outcome::Panicked(m) if m == "boom"), "{outcome:?}");
+    }
+}

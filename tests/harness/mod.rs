@@ -1,0 +1,221 @@
+//! Runs what the book shows, bounded in time, and checks the promised outcome.
+//!
+//! - [`run_snippet`] receives each Rust block from skeptic's generated tests.
+//!   It renames the block's `main` and adds a supervising `main` that runs the
+//!   block in a child process (the same binary), kills it when it outlives
+//!   [`SNIPPET_LIMIT`], and exits successfully only when the block did what
+//!   its fence promised: ran, panicked, or was stopped by its watchdog with a
+//!   deadlock report. skeptic then compiles and runs that program as usual.
+//! - [`check_output`] runs a listing with the command its `output.txt` shows
+//!   and compares the fresh output, normalised, with the stored one.
+//!   `BOOK_BLESS=1` rewrites the stored output instead.
+
+#![allow(dead_code)] // each test target uses one half
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use book_tools::fences::{Expectation, EXPECT_MARKER};
+
+/// How long one block may run before it is stopped and its test fails.
+pub const SNIPPET_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long `cargo run` of one listing may take, building included.
+pub const OUTPUT_LIMIT: Duration = Duration::from_secs(300);
+
+const RENAMED_MAIN: &str = "__book_snippet_main";
+
+/// The block's expectation, read from the marker line its template appended.
+fn expectation(text: &str) -> Expectation {
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(EXPECT_MARKER))
+        .and_then(|name| Expectation::from_name(name.trim()))
+        .unwrap_or(Expectation::Runs)
+}
+
+/// The block with its `main` renamed and a supervising `main` added.
+pub fn supervised(text: &str) -> Result<String, String> {
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices("fn main(") {
+        let before = text[..at].chars().last();
+        if before.is_none_or(|c| c.is_whitespace()) {
+            found.push(at);
+        }
+    }
+    let [at] = found.as_slice() else {
+        return Err(format!(
+            "a Rust block must be a complete program with exactly one `fn main` \
+             (hide the lines a reader does not need with `# `); found {}",
+            found.len()
+        ));
+    };
+    let expect = expectation(text);
+    let renamed = format!(
+        "{}fn {RENAMED_MAIN}({}",
+        &text[..*at],
+        &text[at + "fn main(".len()..]
+    );
+    Ok(format!(
+        "{renamed}\n{}",
+        SUPERVISOR
+            .replace("@EXPECT@", expect.name())
+            .replace("@LIMIT@", &SNIPPET_LIMIT.as_secs().to_string())
+            .replace(
+                "@DEADLOCK@",
+                &awd::watchdog::DEADLOCK_EXIT_CODE.to_string()
+            )
+            .replace("@MAIN@", RENAMED_MAIN)
+    ))
+}
+
+/// The `main` added to every block: the process runs itself as a child with a
+/// deadline and judges the child's end against the promise.
+const SUPERVISOR: &str = r#"
+fn main() -> ::std::process::ExitCode {
+    if ::std::env::var_os("BOOK_SNIPPET_CHILD").is_some() {
+        return ::std::process::Termination::report(@MAIN@());
+    }
+    __book_supervise("@EXPECT@", @LIMIT@, @DEADLOCK@)
+}
+
+fn __book_supervise(expect: &str, limit: u64, deadlock_status: i32) -> ::std::process::ExitCode {
+    use ::std::io::{Read, Write};
+    let exe = ::std::env::current_exe().expect("the block's own path");
+    let (mut output, writer) = ::std::io::pipe().expect("a pipe");
+    let mut child = {
+        let mut command = ::std::process::Command::new(exe);
+        command.env("BOOK_SNIPPET_CHILD", "1");
+        command.stdout(writer.try_clone().expect("a pipe")).stderr(writer);
+        command.spawn().expect("the block starts")
+    };
+    let reader = ::std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = output.read_to_end(&mut text);
+        text
+    });
+    let deadline = ::std::time::Instant::now() + ::std::time::Duration::from_secs(limit);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the block") {
+            break Some(status);
+        }
+        if ::std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        ::std::thread::sleep(::std::time::Duration::from_millis(5));
+    };
+    let text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    print!("{text}");
+    let _ = ::std::io::stdout().flush();
+    let verdict = match (status, expect) {
+        (None, _) => Err(format!("still running after {limit} s: stopped")),
+        (Some(s), "runs") if s.success() => Ok(()),
+        (Some(s), "panics") if s.code() == Some(101) && text.contains("panicked") => Ok(()),
+        (Some(s), "deadlocks") if s.code() == Some(deadlock_status) && text.contains("deadlock") => Ok(()),
+        (Some(s), _) => Err(format!("the fence promises `{expect}`, but the block ended with {s}")),
+    };
+    match verdict {
+        Ok(()) => ::std::process::ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("book harness: {why}");
+            ::std::process::ExitCode::FAILURE
+        }
+    }
+}
+"#;
+
+/// Called by skeptic's generated tests instead of `skeptic::rt::run_test`.
+pub fn run_snippet(root: &str, out: &str, target: &str, text: &str) {
+    let program = supervised(text).unwrap_or_else(|why| panic!("{why}"));
+    skeptic::rt::run_test(root, out, target, &program);
+}
+
+fn book_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Waits for `child` at most `limit`; kills it when the limit passes.
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the listing whose stored output is `relative` (from the book root) and
+/// compares. With `BOOK_BLESS=1` the fresh output is stored instead.
+pub fn check_output(relative: &str) {
+    let _limit = awd::watchdog::TestLimit::new(OUTPUT_LIMIT + Duration::from_secs(30));
+    let path = book_root().join(relative);
+    let stored_text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"));
+    let stored = book_tools::output::parse(&stored_text)
+        .unwrap_or_else(|why| panic!("{relative}: {why}"));
+    let mut words = stored.command.split_whitespace();
+    let (Some("cargo"), Some(subcommand)) = (words.next(), words.next()) else {
+        panic!("{relative}: the command must start with `cargo`");
+    };
+    let (mut reader, writer) = std::io::pipe().expect("a pipe");
+    let mut child = {
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .current_dir(book_root())
+            .arg(subcommand)
+            .arg("--quiet")
+            .args(words)
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().expect("a pipe"))
+            .stderr(writer);
+        command.spawn().expect("cargo starts")
+    };
+    let collector = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = reader.read_to_end(&mut text);
+        text
+    });
+    let status = wait_bounded(&mut child, OUTPUT_LIMIT);
+    let fresh = String::from_utf8_lossy(&collector.join().unwrap_or_default()).into_owned();
+    let Some(status) = status else {
+        panic!(
+            "`{}` was still running after {OUTPUT_LIMIT:?}: stopped. Output so far:\n{fresh}",
+            stored.command
+        );
+    };
+    if std::env::var_os("BOOK_BLESS").is_some() {
+        let note = match status.code() {
+            Some(0) => String::new(),
+            Some(code) => format!("  # exits with status {code}"),
+            None => panic!("`{}` ended by a signal: {status}", stored.command),
+        };
+        std::fs::write(&path, format!("$ {}{note}\n{fresh}", stored.command))
+            .unwrap_or_else(|e| panic!("cannot write {relative}: {e}"));
+        return;
+    }
+    assert_eq!(
+        status.code(),
+        Some(stored.status),
+        "`{}` must exit with status {} (as {relative} says); it ended with {status}. Output:\n{fresh}",
+        stored.command,
+        stored.status
+    );
+    if let Some(report) = book_tools::output::difference(&stored.output, &fresh) {
+        panic!(
+            "the output of `{}` no longer matches {relative} (after normalising times, \
+             thread ids and ports):\n{report}\nFresh output:\n{fresh}\n\
+             If the change is intended, store it with: BOOK_BLESS=1 cargo test --test outputs",
+            stored.command
+        );
+    }
+}

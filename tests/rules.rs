@@ -1,0 +1,178 @@
+//! The rules that keep every piece of code a reader sees checked:
+//! captions agree with the repository, every fence says what it promises, no
+//! include is left unresolved, every Rust block became a test, every listing
+//! crate is shown and every stored output is shown, and every test in the
+//! repository starts with a time limit.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use awd::watchdog::TestLimit;
+use book_tools::{fences, listing};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn out_dir() -> PathBuf {
+    PathBuf::from(env!("OUT_DIR"))
+}
+
+/// The chapter files SUMMARY.md links (draft chapters have no file).
+fn chapters() -> Vec<String> {
+    let summary = fs::read_to_string(root().join("src/SUMMARY.md")).expect("src/SUMMARY.md");
+    summary
+        .lines()
+        .filter_map(|l| {
+            let start = l.find("](")? + 2;
+            let end = l[start..].find(')')? + start;
+            let target = &l[start..end];
+            (!target.is_empty()).then(|| target.to_string())
+        })
+        .collect()
+}
+
+fn files_under(dir: &Path, extension: &str, found: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
+            files_under(&path, extension, found);
+        } else if path.extension().is_some_and(|e| e == extension) {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_chapter_is_a_real_page() {
+    let _limit = TestLimit::seconds(10);
+    for chapter in chapters() {
+        let text = fs::read_to_string(root().join("src").join(&chapter))
+            .unwrap_or_else(|_| panic!("SUMMARY.md links src/{chapter}, which does not exist"));
+        let words = text.split_whitespace().count();
+        assert!(
+            chapter == "SUMMARY.md" || words >= 150,
+            "src/{chapter} has {words} words: list it as a draft chapter `- [Title]()` until it is written"
+        );
+    }
+}
+
+#[test]
+fn captions_and_fences_follow_the_rules() {
+    let _limit = TestLimit::seconds(10);
+    let mut errors = Vec::new();
+    for chapter in chapters() {
+        let text = fs::read_to_string(root().join("src").join(&chapter)).expect("a chapter");
+        let file = Path::new(&chapter).file_name().unwrap().to_string_lossy();
+        for e in listing::check(&text, &file, root()) {
+            errors.push(format!("src/{chapter}: {e}"));
+        }
+        let not_run = listing::not_run_lines(&text);
+        for e in fences::check(&format!("src/{chapter}"), &text, &not_run) {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(errors.is_empty(), "\n{}", errors.join("\n"));
+}
+
+#[test]
+fn every_include_is_resolved() {
+    let _limit = TestLimit::seconds(10);
+    let mut unresolved = Vec::new();
+    for entry in fs::read_dir(out_dir().join("expanded")).expect("build.rs expanded the book") {
+        let path = entry.expect("a file").path();
+        let text = fs::read_to_string(&path).expect("an expanded chapter");
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("{{#") {
+                unresolved.push(format!("{}:{}: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        unresolved.is_empty(),
+        "mdBook left these directives unexpanded (a missing file or anchor?):\n{}",
+        unresolved.join("\n")
+    );
+}
+
+#[test]
+fn every_rust_block_became_a_test() {
+    let _limit = TestLimit::seconds(10);
+    let mut blocks = 0;
+    for entry in fs::read_dir(out_dir().join("expanded")).expect("build.rs expanded the book") {
+        let text = fs::read_to_string(entry.expect("a file").path()).expect("a chapter");
+        blocks += fences::scan(&text).iter().filter(|f| f.is_rust()).count();
+    }
+    let generated = fs::read_to_string(out_dir().join("snippet-tests.rs")).expect("generated tests");
+    let tests = generated.matches("#[test] fn ").count();
+    assert!(blocks > 0, "the book shows no Rust block at all");
+    assert_eq!(
+        tests, blocks,
+        "the book shows {blocks} Rust blocks but {tests} became tests"
+    );
+}
+
+#[test]
+fn every_listing_crate_is_shown_and_every_output_is_shown() {
+    let _limit = TestLimit::seconds(10);
+    let mut book = String::new();
+    for chapter in chapters() {
+        book.push_str(&fs::read_to_string(root().join("src").join(&chapter)).expect("a chapter"));
+    }
+    let mut missing = Vec::new();
+    for chapter_dir in fs::read_dir(root().join("listings")).expect("listings/").flatten() {
+        if !chapter_dir.file_name().to_string_lossy().starts_with("ch") {
+            continue;
+        }
+        for crate_dir in fs::read_dir(chapter_dir.path()).expect("a chapter folder").flatten() {
+            let relative = crate_dir
+                .path()
+                .strip_prefix(root())
+                .expect("under the root")
+                .to_string_lossy()
+                .into_owned();
+            if !book.contains(&format!("file=\"{relative}/")) {
+                missing.push(format!("{relative} is not shown by any <Listing>"));
+            }
+            if crate_dir.path().join("output.txt").is_file()
+                && !book.contains(&format!("{relative}/output.txt"))
+            {
+                missing.push(format!("{relative}/output.txt is checked but never shown"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "\n{}", missing.join("\n"));
+}
+
+#[test]
+fn every_test_starts_with_a_time_limit() {
+    let _limit = TestLimit::seconds(20);
+    let mut sources = Vec::new();
+    for dir in ["listings", "tools", "tests"] {
+        files_under(&root().join(dir), "rs", &mut sources);
+    }
+    let mut unbounded = Vec::new();
+    for path in sources {
+        let text = fs::read_to_string(&path).expect("a source file");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let attribute = line.trim();
+            if !(attribute == "#[test]" || attribute.starts_with("#[tokio::test")) {
+                continue;
+            }
+            let body = lines[i + 1..]
+                .iter()
+                .skip_while(|l| !l.contains("fn "))
+                .skip(1)
+                .find(|l| !l.trim().is_empty());
+            if !body.is_some_and(|l| l.contains("TestLimit::")) {
+                unbounded.push(format!("{}:{}", path.display(), i + 1));
+            }
+        }
+    }
+    assert!(
+        unbounded.is_empty(),
+        "these tests do not start with `let _limit = TestLimit::seconds(..);`:\n{}",
+        unbounded.join("\n")
+    );
+}

@@ -1,0 +1,74 @@
+//! `cargo chapter N` (an alias in `.cargo/config.toml`): runs every test of one
+//! chapter, which are the chapter's prose snippets (skeptic), its checked
+//! outputs, and the tests of its listing crates.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [command, chapter] if command == "chapter" => match chapter.parse::<u32>() {
+            Ok(n) => test_chapter(n),
+            Err(_) => usage(),
+        },
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("usage: cargo chapter <N>   (runs every test of chapter N)");
+    ExitCode::from(2)
+}
+
+fn cargo(args: &[String]) -> bool {
+    eprintln!("$ cargo {}", args.join(" "));
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn test_chapter(n: u32) -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let prefix = format!("ch{n:02}");
+    let listing_dirs: Vec<String> = std::fs::read_dir(root.join("listings"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{prefix}-")))
+        .flat_map(|chapter| std::fs::read_dir(chapter.path()).into_iter().flatten().flatten())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut ok = true;
+    // The chapter's prose snippets and checked outputs: tests named after the
+    // chapter file, `chNN_…`.
+    let harness: Vec<String> = [
+        "test",
+        "-p",
+        "await-without-deadlock",
+        "--test",
+        "snippets",
+        "--test",
+        "outputs",
+        "--",
+        &format!("{prefix}_"),
+    ]
+    .map(String::from)
+    .to_vec();
+    ok &= cargo(&harness);
+    if !listing_dirs.is_empty() {
+        let mut listings = vec!["test".to_string()];
+        for name in &listing_dirs {
+            listings.push("-p".into());
+            listings.push(name.clone());
+        }
+        ok &= cargo(&listings);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,11 @@
+//! The book's own tooling, shared by the mdBook preprocessor that draws listing
+//! captions, the test harness's build script, and the harness's rule checks.
+//!
+//! Nothing here is part of the story the book tells; it is what keeps the book
+//! honest: [`fences`] knows every code block and what its fence promises,
+//! [`listing`] turns `<Listing>` tags into captions and checks them against the
+//! repository, and [`output`] compares a listing's stored output with a fresh run.
+
+pub mod fences;
+pub mod listing;
+pub mod output;
