@@ -35,7 +35,8 @@ impl Renderer for Expand {
 /// Writes only when the content changed, so cargo does not see a change.
 fn write_if_changed(path: &Path, contents: &str) {
     if fs::read_to_string(path).ok().as_deref() != Some(contents) {
-        fs::write(path, contents).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        fs::write(path, contents)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
 }
 

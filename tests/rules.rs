@@ -103,7 +103,8 @@ fn every_rust_block_became_a_test() {
         let text = fs::read_to_string(entry.expect("a file").path()).expect("a chapter");
         blocks += fences::scan(&text).iter().filter(|f| f.is_rust()).count();
     }
-    let generated = fs::read_to_string(out_dir().join("snippet-tests.rs")).expect("generated tests");
+    let generated =
+        fs::read_to_string(out_dir().join("snippet-tests.rs")).expect("generated tests");
     let tests = generated.matches("#[test] fn ").count();
     assert!(blocks > 0, "the book shows no Rust block at all");
     assert_eq!(
@@ -120,11 +121,17 @@ fn every_listing_crate_is_shown_and_every_output_is_shown() {
         book.push_str(&fs::read_to_string(root().join("src").join(&chapter)).expect("a chapter"));
     }
     let mut missing = Vec::new();
-    for chapter_dir in fs::read_dir(root().join("listings")).expect("listings/").flatten() {
+    for chapter_dir in fs::read_dir(root().join("listings"))
+        .expect("listings/")
+        .flatten()
+    {
         if !chapter_dir.file_name().to_string_lossy().starts_with("ch") {
             continue;
         }
-        for crate_dir in fs::read_dir(chapter_dir.path()).expect("a chapter folder").flatten() {
+        for crate_dir in fs::read_dir(chapter_dir.path())
+            .expect("a chapter folder")
+            .flatten()
+        {
             let relative = crate_dir
                 .path()
                 .strip_prefix(root())

@@ -63,10 +63,7 @@ pub fn supervised(text: &str) -> Result<String, String> {
         SUPERVISOR
             .replace("@EXPECT@", expect.name())
             .replace("@LIMIT@", &SNIPPET_LIMIT.as_secs().to_string())
-            .replace(
-                "@DEADLOCK@",
-                &awd::watchdog::DEADLOCK_EXIT_CODE.to_string()
-            )
+            .replace("@DEADLOCK@", &awd::watchdog::DEADLOCK_EXIT_CODE.to_string())
             .replace("@MAIN@", RENAMED_MAIN)
     ))
 }
@@ -159,10 +156,10 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 pub fn check_output(relative: &str) {
     let _limit = awd::watchdog::TestLimit::new(OUTPUT_LIMIT + Duration::from_secs(30));
     let path = book_root().join(relative);
-    let stored_text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"));
-    let stored = book_tools::output::parse(&stored_text)
-        .unwrap_or_else(|why| panic!("{relative}: {why}"));
+    let stored_text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {relative}: {e}"));
+    let stored =
+        book_tools::output::parse(&stored_text).unwrap_or_else(|why| panic!("{relative}: {why}"));
     let mut words = stored.command.split_whitespace();
     let (Some("cargo"), Some(subcommand)) = (words.next(), words.next()) else {
         panic!("{relative}: the command must start with `cargo`");

@@ -61,10 +61,12 @@ where
     F: FnOnce() -> T + Send + 'static,
 {
     let (sender, receiver) = std::sync::mpsc::channel();
-    let spawned = thread::Builder::new().name(name.to_string()).spawn(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario));
-        let _ = sender.send(result);
-    });
+    let spawned = thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario));
+            let _ = sender.send(result);
+        });
     if let Err(e) = spawned {
         return Outcome::Panicked(format!("could not start the scenario thread: {e}"));
     }
@@ -101,10 +103,7 @@ impl TestLimit {
     pub fn new(limit: Duration) -> TestLimit {
         let finished = Arc::new((Mutex::new(false), Condvar::new()));
         // libtest names each test's thread after the test.
-        let test = thread::current()
-            .name()
-            .unwrap_or("this test")
-            .to_string();
+        let test = thread::current().name().unwrap_or("this test").to_string();
         let watcher = Arc::clone(&finished);
         thread::spawn(move || {
             let (lock, changed) = &*watcher;
@@ -159,7 +158,12 @@ mod tests {
     #[test]
     fn a_panicking_scenario_is_reported_with_its_message() {
         let _limit = TestLimit::seconds(10);
-        let outcome = watch("panics", Duration::from_secs(5), || -> () { panic!("boom") });
-        assert!(matches!(&outcome, Outcome::Panicked(m) if m == "boom"), "{outcome:?}");
+        let outcome = watch("panics", Duration::from_secs(5), || -> () {
+            panic!("boom")
+        });
+        assert!(
+            matches!(&outcome, Outcome::Panicked(m) if m == "boom"),
+            "{outcome:?}"
+        );
     }
 }

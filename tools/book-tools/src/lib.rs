@@ -7,5 +7,6 @@
 //! repository, and [`output`] compares a listing's stored output with a fresh run.
 
 pub mod fences;
+pub mod links;
 pub mod listing;
 pub mod output;

@@ -126,9 +126,8 @@ pub fn parse(markdown: &str) -> Result<Vec<Listing>, Vec<CaptionError>> {
                 line,
                 end_line: 0,
             };
-            listing.run = attribute(text, "run").unwrap_or_else(|| {
-                format!("cargo run -p {}", listing.package().unwrap_or("?"))
-            });
+            listing.run = attribute(text, "run")
+                .unwrap_or_else(|| format!("cargo run -p {}", listing.package().unwrap_or("?")));
             open = Some(listing);
         } else if text == "</Listing>" {
             match open.take() {
@@ -178,11 +177,17 @@ pub fn check(markdown: &str, chapter_file: &str, book_root: &Path) -> Vec<Captio
             })
         };
         let Some((chapter, number)) = listing.number.split_once('-') else {
-            error(format!("number \"{}\" is not of the form 3-2", listing.number));
+            error(format!(
+                "number \"{}\" is not of the form 3-2",
+                listing.number
+            ));
             continue;
         };
         let (Ok(chapter), Ok(number)) = (chapter.parse::<u32>(), number.parse::<u32>()) else {
-            error(format!("number \"{}\" is not of the form 3-2", listing.number));
+            error(format!(
+                "number \"{}\" is not of the form 3-2",
+                listing.number
+            ));
             continue;
         };
         if chapter_number(chapter_file) != Some(chapter) {
@@ -222,7 +227,9 @@ pub fn check(markdown: &str, chapter_file: &str, book_root: &Path) -> Vec<Captio
         }
         match std::fs::read_to_string(book_root.join(dir).join("Cargo.toml")) {
             Ok(manifest) if manifest.contains(&format!("name = \"{package}\"")) => {}
-            Ok(_) => error(format!("{dir}/Cargo.toml must name its package \"{package}\"")),
+            Ok(_) => error(format!(
+                "{dir}/Cargo.toml must name its package \"{package}\""
+            )),
             Err(_) => error(format!("{dir}/Cargo.toml is missing")),
         }
         if !listing.run.contains(&format!(" -p {package}")) {
@@ -373,7 +380,9 @@ Text.
         let wrong = CHAPTER.replace("number=\"0-1\"", "number=\"0-2\"");
         let errors = check(&wrong, "ch00-introduction.md", &root);
         assert!(
-            errors.iter().any(|e| e.message.contains("must be listing-00-02")),
+            errors
+                .iter()
+                .any(|e| e.message.contains("must be listing-00-02")),
             "{errors:?}"
         );
         assert!(check(CHAPTER, "ch00-introduction.md", &root).is_empty());

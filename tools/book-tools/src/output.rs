@@ -170,7 +170,10 @@ mod tests {
             normalise("took 12.5ms on ThreadId(7) at 127.0.0.1:40312, 3 frames, 2 s"),
             "took <duration> on ThreadId(<n>) at 127.0.0.1:<port>, 3 frames, <duration>"
         );
-        assert_eq!(normalise("sensor7 sent 5 readings"), "sensor7 sent 5 readings");
+        assert_eq!(
+            normalise("sensor7 sent 5 readings"),
+            "sensor7 sent 5 readings"
+        );
         assert_eq!(normalise("after 300 µs"), "after <duration>");
     }
 
@@ -191,6 +194,9 @@ mod tests {
         assert_eq!(stored.output, "hi\n");
         assert_eq!(stored.status, 0);
         let failing = parse("$ cargo run -p listing-03-02  # exits with status 3\n").unwrap();
-        assert_eq!((failing.command.as_str(), failing.status), ("cargo run -p listing-03-02", 3));
+        assert_eq!(
+            (failing.command.as_str(), failing.status),
+            ("cargo run -p listing-03-02", 3)
+        );
     }
 }

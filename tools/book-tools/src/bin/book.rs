@@ -12,12 +12,14 @@ fn main() -> ExitCode {
             Ok(n) => test_chapter(n),
             Err(_) => usage(),
         },
+        [command, dir] if command == "check-links" => check_links(Path::new(dir)),
         _ => usage(),
     }
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo chapter <N>   (runs every test of chapter N)");
+    eprintln!("usage: cargo chapter <N>          runs every test of chapter N");
+    eprintln!("       book check-links <book/>   checks the built book's internal links");
     ExitCode::from(2)
 }
 
@@ -36,8 +38,17 @@ fn test_chapter(n: u32) -> ExitCode {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{prefix}-")))
-        .flat_map(|chapter| std::fs::read_dir(chapter.path()).into_iter().flatten().flatten())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+        })
+        .flat_map(|chapter| {
+            std::fs::read_dir(chapter.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
         .filter(|e| e.path().join("Cargo.toml").is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
@@ -67,6 +78,29 @@ fn test_chapter(n: u32) -> ExitCode {
         ok &= cargo(&listings);
     }
     if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn check_links(dir: &Path) -> ExitCode {
+    let report = book_tools::links::check(dir);
+    println!(
+        "checked {} internal links on {} pages ({} external links not followed)",
+        report.links, report.pages, report.external
+    );
+    if report.pages == 0 {
+        eprintln!(
+            "no HTML pages under {}: build the book first",
+            dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    for broken in &report.broken {
+        eprintln!("broken link: {broken}");
+    }
+    if report.broken.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
