@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use book_tools::fences::{Expectation, EXPECT_MARKER};
 
 /// How long one block may run before it is stopped and its test fails.
-pub const SNIPPET_LIMIT: Duration = Duration::from_secs(60);
+pub const SNIPPET_LIMIT: Duration = Duration::from_secs(20);
 
 /// How long `cargo run` of one listing may take, building included.
 pub const OUTPUT_LIMIT: Duration = Duration::from_secs(300);

@@ -4,8 +4,11 @@
 //! readers of the Rust book depend on `trpl`. It holds what the chapters build
 //! on rather than what they teach:
 //!
+//! - [`socket`]: a completion-style socket API on real loopback TCP, with one
+//!   I/O thread that runs every callback (chapter 1 introduces it);
 //! - [`watchdog`]: runs a scenario on a thread of its own and reports, within a
 //!   bounded time, either its result or that it deadlocked; also the per-test
 //!   time limit every test in the book's repository starts with.
 
+pub mod socket;
 pub mod watchdog;

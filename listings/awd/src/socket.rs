@@ -1,0 +1,581 @@
+//! A completion-style socket API: start an operation, and either it is done
+//! now or a callback of yours runs later, on the one I/O thread.
+//!
+//! This is the shape of Windows' `SocketAsyncEventArgs`, of IOCP and io_uring,
+//! and of many C libraries that call you back. Here it is built on real
+//! non-blocking TCP sockets and [mio], with one dedicated I/O thread that
+//! waits for readiness and runs every completion callback.
+//!
+//! # The contract
+//!
+//! [`CallbackSocket::receive`] and [`CallbackSocket::send`] return a [`Start`]:
+//!
+//! - [`Start::Ready`]: the operation finished while it was being started (the
+//!   bytes were already buffered, or the error is immediate). The result is in
+//!   your hands now and **the callback is not called**.
+//! - [`Start::Pending`]: the operation waits. The callback runs later,
+//!   **exactly once**, on the I/O thread, with the result.
+//!
+//! A receive's result is the number of bytes placed at the front of the buffer;
+//! `Ok(0)` is the end of the stream (the peer closed its side). Failures (a
+//! reset connection, a closed socket) come through the same result.
+//!
+//! | situation | outcome |
+//! |---|---|
+//! | zero-length buffer | `Ready(Err(InvalidInput))` |
+//! | a receive started while another receive is pending (same for sends) | `Ready(Err(ResourceBusy))` |
+//! | an operation started on a closed socket | `Ready(Err(NotConnected))` |
+//! | the socket closed, or the I/O thread stopped, while an operation is pending | its callback runs on the I/O thread with `Err(ConnectionAborted)` |
+//!
+//! No operation is ever dropped silently, and no input makes this module panic.
+//!
+//! # Observing the pending state
+//!
+//! Whether a receive completes at once or later depends on whether the bytes
+//! were already there. Tests must control that, so a socket tells when a receive
+//! is really pending: [`CallbackSocket::wait_for_pending_receive`].
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// How an operation started: finished now, or a callback will follow.
+#[derive(Debug)]
+pub enum Start<T> {
+    /// Finished while starting; the callback will not be called.
+    Ready(T),
+    /// The callback will be called later, once, on the I/O thread.
+    Pending,
+}
+
+/// The result of a receive: the buffer handed in, and how many bytes at its
+/// front were received (`Ok(0)` at the end of the stream).
+#[derive(Debug)]
+pub struct Received {
+    /// The caller's buffer, given back.
+    pub buffer: Vec<u8>,
+    /// Bytes received, or why not.
+    pub result: io::Result<usize>,
+}
+
+impl Received {
+    /// The received bytes, if the receive succeeded.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.result.as_ref().ok().map(|&n| &self.buffer[..n])
+    }
+}
+
+/// The result of a send: how many bytes were sent (all of them, on success).
+pub type Sent = io::Result<usize>;
+
+type ReceiveCallback = Box<dyn FnOnce(Received) + Send>;
+type SendCallback = Box<dyn FnOnce(Sent) + Send>;
+type Job = Box<dyn FnOnce() + Send>;
+
+const WAKER: Token = Token(0);
+
+thread_local! {
+    static ON_IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True when called on an I/O thread (for example from inside a callback).
+pub fn on_io_thread() -> bool {
+    ON_IO_THREAD.with(|flag| flag.get())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A callback that panicked elsewhere must not wedge the socket: the state
+    // it protects is updated in single steps and stays consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn error(kind: ErrorKind, message: &str) -> io::Error {
+    io::Error::new(kind, message.to_string())
+}
+
+struct PendingReceive {
+    buffer: Vec<u8>,
+    callback: ReceiveCallback,
+}
+
+struct PendingSend {
+    data: Vec<u8>,
+    written: usize,
+    callback: SendCallback,
+}
+
+#[derive(Default)]
+struct SocketState {
+    receive: Option<PendingReceive>,
+    send: Option<PendingSend>,
+    closed: bool,
+}
+
+struct SocketShared {
+    stream: TcpStream,
+    state: Mutex<SocketState>,
+    receive_registered: Condvar,
+    completions: AtomicUsize,
+}
+
+/// What the I/O thread and every handle share.
+struct Core {
+    sockets: Mutex<HashMap<Token, Arc<SocketShared>>>,
+    jobs: Mutex<Vec<Job>>,
+    waker: Waker,
+    registry: mio::Registry,
+    next_token: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+impl Core {
+    /// Runs `job` on the I/O thread, soon.
+    fn post(&self, job: Job) {
+        lock(&self.jobs).push(job);
+        // A failed wake means the poll is gone; the thread is ending anyway
+        // and delivers what is queued before it exits.
+        let _ = self.waker.wake();
+    }
+}
+
+/// Stops the I/O thread when the last handle (an [`IoThread`] or a socket) is
+/// dropped.
+struct Owner {
+    core: Arc<Core>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.core.stopping.store(true, Ordering::SeqCst);
+        let _ = self.core.waker.wake();
+        if let Some(handle) = lock(&self.thread).take() {
+            // Dropping the last handle from a callback must not join the
+            // thread that runs the callback.
+            if handle.thread().id() != thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// The one thread that waits for socket readiness and runs every completion
+/// callback. Cloning gives another handle to the same thread; the thread ends
+/// when the last handle and the last socket are gone, and it completes every
+/// pending operation with `ConnectionAborted` before it does.
+#[derive(Clone)]
+pub struct IoThread {
+    owner: Arc<Owner>,
+}
+
+impl IoThread {
+    /// Starts the I/O thread (named `awd-io`).
+    pub fn start() -> io::Result<IoThread> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let core = Arc::new(Core {
+            sockets: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(Vec::new()),
+            waker,
+            registry: poll.registry().try_clone()?,
+            next_token: AtomicUsize::new(1),
+            stopping: AtomicBool::new(false),
+        });
+        let for_thread = Arc::clone(&core);
+        let handle = thread::Builder::new()
+            .name("awd-io".into())
+            .spawn(move || run(poll, &for_thread))?;
+        Ok(IoThread {
+            owner: Arc::new(Owner {
+                core,
+                thread: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Connects to `address` and returns the socket, driven by this thread.
+    pub fn connect(&self, address: SocketAddr) -> io::Result<CallbackSocket> {
+        let stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+        self.adopt(stream)
+    }
+
+    /// Takes over a connected standard-library stream (for example one a
+    /// `std::net::TcpListener` accepted).
+    pub fn adopt(&self, stream: std::net::TcpStream) -> io::Result<CallbackSocket> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        let core = &self.owner.core;
+        let token = Token(core.next_token.fetch_add(1, Ordering::Relaxed));
+        let mut stream = TcpStream::from_std(stream);
+        core.registry
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        let shared = Arc::new(SocketShared {
+            stream,
+            state: Mutex::new(SocketState::default()),
+            receive_registered: Condvar::new(),
+            completions: AtomicUsize::new(0),
+        });
+        lock(&core.sockets).insert(token, Arc::clone(&shared));
+        Ok(CallbackSocket {
+            handle: Arc::new(Handle {
+                io: self.clone(),
+                token,
+                shared,
+            }),
+        })
+    }
+}
+
+/// The I/O thread's loop.
+fn run(mut poll: Poll, core: &Core) {
+    ON_IO_THREAD.with(|flag| flag.set(true));
+    let mut events = Events::with_capacity(256);
+    while !core.stopping.load(Ordering::SeqCst) {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        for event in events.iter() {
+            if event.token() == WAKER {
+                continue;
+            }
+            let socket = lock(&core.sockets).get(&event.token()).cloned();
+            if let Some(socket) = socket {
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    socket.continue_receive();
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    socket.continue_send();
+                }
+            }
+        }
+        let jobs = std::mem::take(&mut *lock(&core.jobs));
+        for job in jobs {
+            job();
+        }
+    }
+    // Ending: nothing pending may be dropped silently.
+    let sockets: Vec<_> = lock(&core.sockets).drain().map(|(_, s)| s).collect();
+    for socket in sockets {
+        socket.abort("the I/O thread stopped while the operation was pending");
+    }
+    let jobs = std::mem::take(&mut *lock(&core.jobs));
+    for job in jobs {
+        job();
+    }
+}
+
+impl SocketShared {
+    /// Readiness for reading arrived: finish the pending receive, if any.
+    fn continue_receive(&self) {
+        let mut state = lock(&self.state);
+        let Some(mut pending) = state.receive.take() else {
+            return;
+        };
+        let result = match (&self.stream).read(&mut pending.buffer) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                state.receive = Some(pending); // a spurious wake-up: keep waiting
+                return;
+            }
+            other => other,
+        };
+        drop(state); // never call back while holding the lock
+        self.completions.fetch_add(1, Ordering::SeqCst);
+        (pending.callback)(Received {
+            buffer: pending.buffer,
+            result,
+        });
+    }
+
+    /// Readiness for writing arrived: continue the pending send, if any.
+    fn continue_send(&self) {
+        let mut state = lock(&self.state);
+        let Some(mut pending) = state.send.take() else {
+            return;
+        };
+        let result = loop {
+            if pending.written == pending.data.len() {
+                break Ok(pending.written);
+            }
+            match (&self.stream).write(&pending.data[pending.written..]) {
+                Ok(0) => {
+                    break Err(error(
+                        ErrorKind::WriteZero,
+                        "the peer stopped accepting data",
+                    ))
+                }
+                Ok(n) => pending.written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    state.send = Some(pending);
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        drop(state);
+        (pending.callback)(result);
+    }
+
+    /// Completes whatever is pending with `ConnectionAborted`. Runs on the I/O
+    /// thread.
+    fn abort(&self, why: &str) {
+        let (receive, send) = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            (state.receive.take(), state.send.take())
+        };
+        if let Some(pending) = receive {
+            self.completions.fetch_add(1, Ordering::SeqCst);
+            (pending.callback)(Received {
+                buffer: pending.buffer,
+                result: Err(error(ErrorKind::ConnectionAborted, why)),
+            });
+        }
+        if let Some(pending) = send {
+            (pending.callback)(Err(error(ErrorKind::ConnectionAborted, why)));
+        }
+    }
+}
+
+/// A connected TCP socket with a completion-style API. Cloning gives another
+/// handle to the same socket; the socket closes when [`CallbackSocket::close`]
+/// is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct CallbackSocket {
+    handle: Arc<Handle>,
+}
+
+/// The one owner of a socket's registration; dropping it closes the socket.
+struct Handle {
+    io: IoThread,
+    token: Token,
+    shared: Arc<SocketShared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Handle {
+    fn close(&self) {
+        {
+            let mut state = lock(&self.shared.state);
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+        }
+        let _ = self.shared.stream.shutdown(Shutdown::Both);
+        let core = &self.io.owner.core;
+        // Once out of the map, the socket gets no more events; its file
+        // descriptor leaves the poll when the last reference closes it.
+        let socket = lock(&core.sockets).remove(&self.token);
+        if let Some(socket) = socket {
+            core.post(Box::new(move || {
+                socket.abort("the socket was closed while the operation was pending")
+            }));
+        }
+    }
+}
+
+impl CallbackSocket {
+    fn shared(&self) -> &SocketShared {
+        &self.handle.shared
+    }
+
+    /// Starts receiving into `buffer` (up to its length). See the module
+    /// documentation for the contract.
+    pub fn receive<F>(&self, mut buffer: Vec<u8>, on_complete: F) -> Start<Received>
+    where
+        F: FnOnce(Received) + Send + 'static,
+    {
+        let ready = |buffer, result| Start::Ready(Received { buffer, result });
+        if buffer.is_empty() {
+            return ready(
+                buffer,
+                Err(error(
+                    ErrorKind::InvalidInput,
+                    "cannot receive into a zero-length buffer",
+                )),
+            );
+        }
+        // The attempt and the registration happen under one lock: readiness
+        // that arrives in between is handled by the I/O thread only after the
+        // receive is registered, so no wake-up is lost.
+        let mut state = lock(&self.shared().state);
+        if state.closed {
+            return ready(
+                buffer,
+                Err(error(ErrorKind::NotConnected, "the socket is closed")),
+            );
+        }
+        if state.receive.is_some() {
+            return ready(
+                buffer,
+                Err(error(
+                    ErrorKind::ResourceBusy,
+                    "a receive is already pending on this socket",
+                )),
+            );
+        }
+        match (&self.shared().stream).read(&mut buffer) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                state.receive = Some(PendingReceive {
+                    buffer,
+                    callback: Box::new(on_complete),
+                });
+                self.shared().receive_registered.notify_all();
+                Start::Pending
+            }
+            result => ready(buffer, result),
+        }
+    }
+
+    /// Starts sending all of `data`. See the module documentation for the
+    /// contract.
+    pub fn send<F>(&self, data: Vec<u8>, on_complete: F) -> Start<Sent>
+    where
+        F: FnOnce(Sent) + Send + 'static,
+    {
+        if data.is_empty() {
+            return Start::Ready(Err(error(ErrorKind::InvalidInput, "nothing to send")));
+        }
+        let mut state = lock(&self.shared().state);
+        if state.closed {
+            return Start::Ready(Err(error(ErrorKind::NotConnected, "the socket is closed")));
+        }
+        if state.send.is_some() {
+            return Start::Ready(Err(error(
+                ErrorKind::ResourceBusy,
+                "a send is already pending on this socket",
+            )));
+        }
+        let mut written = 0;
+        while written < data.len() {
+            match (&self.shared().stream).write(&data[written..]) {
+                Ok(0) => {
+                    return Start::Ready(Err(error(
+                        ErrorKind::WriteZero,
+                        "the peer stopped accepting data",
+                    )))
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    state.send = Some(PendingSend {
+                        data,
+                        written,
+                        callback: Box::new(on_complete),
+                    });
+                    return Start::Pending;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Start::Ready(Err(e)),
+            }
+        }
+        Start::Ready(Ok(written))
+    }
+
+    /// Sends all of `data` and waits for the result (a convenience for peers
+    /// and tests; it must not be called on the I/O thread).
+    pub fn send_all(&self, data: &[u8]) -> io::Result<()> {
+        let (done, wait) = std::sync::mpsc::channel();
+        match self.send(data.to_vec(), move |sent| {
+            let _ = done.send(sent);
+        }) {
+            Start::Ready(sent) => sent.map(|_| ()),
+            Start::Pending => wait
+                .recv()
+                .map_err(|_| error(ErrorKind::ConnectionAborted, "the send was dropped"))?
+                .map(|_| ()),
+        }
+    }
+
+    /// True while a receive waits for its callback.
+    pub fn is_receive_pending(&self) -> bool {
+        lock(&self.shared().state).receive.is_some()
+    }
+
+    /// Waits until a receive is pending on this socket (it went [`Start::Pending`]
+    /// and its callback has not run yet). False if `timeout` passed first.
+    pub fn wait_for_pending_receive(&self, timeout: Duration) -> bool {
+        let state = lock(&self.shared().state);
+        let (state, _) = self
+            .shared()
+            .receive_registered
+            .wait_timeout_while(state, timeout, |s| s.receive.is_none())
+            .unwrap_or_else(PoisonError::into_inner);
+        state.receive.is_some()
+    }
+
+    /// Waits until bytes (or the end of the stream) are buffered in the
+    /// kernel, so that the next receive is certain to complete at once. False
+    /// if `timeout` passed first.
+    pub fn wait_until_readable(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut probe = [0u8; 1];
+        loop {
+            match self.shared().stream.peek(&mut probe) {
+                Ok(_) => return true, // bytes, or 0 at the end of the stream
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return true, // an error is "ready" too
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// How many receive callbacks this socket has run.
+    pub fn receive_callbacks(&self) -> usize {
+        self.shared().completions.load(Ordering::SeqCst)
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.shared().stream.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared().stream.local_addr()
+    }
+
+    /// Shuts the connection down in both directions. A pending receive or send
+    /// completes, on the I/O thread, with `ConnectionAborted`; later operations
+    /// return `Ready(Err(NotConnected))`. Closing twice does nothing more.
+    pub fn close(&self) {
+        self.handle.close();
+    }
+}
+
+impl std::fmt::Debug for CallbackSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackSocket")
+            .field("local", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+/// A connected pair on loopback: a [`CallbackSocket`] driven by `io`, and its
+/// peer as a plain blocking `std::net::TcpStream`.
+pub fn loopback_pair(io: &IoThread) -> io::Result<(CallbackSocket, std::net::TcpStream)> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let socket = io.connect(listener.local_addr()?)?;
+    let (peer, _) = listener.accept()?;
+    peer.set_nodelay(true)?;
+    Ok((socket, peer))
+}
