@@ -1,0 +1,294 @@
+//! A completion source: one side completes a result, exactly once; the other
+//! side waits for it, as a future, a callback, or a blocking wait.
+//!
+//! It is the Rust counterpart of .NET's `TaskCompletionSource<T>`, built by
+//! hand so the mechanics (and the trap) are visible. Chapter 2 builds it step
+//! by step; later chapters use this copy.
+//!
+//! - [`CompletionSource::set_result`] completes; a second attempt returns the
+//!   value back in [`AlreadyCompleted`], it never panics or overwrites.
+//! - [`Completion`] is the waiting side. As a [`Future`] it registers its
+//!   waker and checks the state under one lock, and the completer wakes only
+//!   after unlocking, so no wake-up is lost and no waker runs under the lock.
+//! - [`Completion::on_completed`] registers a *continuation*, code that runs
+//!   when the result arrives. [`Continuations::Inline`] runs it on the thread
+//!   that completes, inside `set_result` (what a `TaskCompletionSource` does by
+//!   default); [`Continuations::Asynchronous`] hands it to a new thread (what
+//!   `RunContinuationsAsynchronously` asks for). Part II shows why this choice
+//!   can hang a program.
+//! - Dropping every [`CompletionSource`] without completing resolves the
+//!   waiter with [`Abandoned`] instead of leaving it waiting forever.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+/// Where continuations run when the result arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Continuations {
+    /// On the completing thread, inside `set_result`.
+    Inline,
+    /// On a new thread; `set_result` returns at once.
+    Asynchronous,
+}
+
+/// The completing side was dropped without completing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Abandoned;
+
+impl fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the completion source was dropped without completing")
+    }
+}
+
+impl std::error::Error for Abandoned {}
+
+/// A second completion attempt, with the value it tried to set.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AlreadyCompleted<T>(pub T);
+
+impl<T> fmt::Display for AlreadyCompleted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the completion source was already completed")
+    }
+}
+
+impl<T: fmt::Debug> std::error::Error for AlreadyCompleted<T> {}
+
+type Continuation<T> = Box<dyn FnOnce(Result<T, Abandoned>) + Send>;
+
+enum State<T> {
+    /// Nothing yet; whoever waits has left a waker or a continuation.
+    Waiting {
+        waker: Option<Waker>,
+        continuation: Option<Continuation<T>>,
+    },
+    /// The result, not yet taken by the waiter.
+    Done(Result<T, Abandoned>),
+    /// The waiter took the result.
+    Taken,
+}
+
+struct Shared<T> {
+    continuations: Continuations,
+    state: Mutex<State<T>>,
+    done: Condvar,
+    sources: Mutex<usize>,
+}
+
+impl<T> Shared<T> {
+    fn state(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The completing side. Cloning it gives another handle that may complete the
+/// same result (the first to complete wins).
+pub struct CompletionSource<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The waiting side: a future, or a continuation, or a blocking wait.
+pub struct Completion<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+}
+
+/// A new completion source and the completion it completes.
+pub fn completion_source<T: Send + 'static>(
+    continuations: Continuations,
+) -> (CompletionSource<T>, Completion<T>) {
+    let shared = Arc::new(Shared {
+        continuations,
+        state: Mutex::new(State::Waiting {
+            waker: None,
+            continuation: None,
+        }),
+        done: Condvar::new(),
+        sources: Mutex::new(1),
+    });
+    (
+        CompletionSource {
+            shared: Arc::clone(&shared),
+        },
+        Completion { shared },
+    )
+}
+
+impl<T: Send + 'static> CompletionSource<T> {
+    /// Completes with `value`, once. The second attempt gets its value back.
+    ///
+    /// With [`Continuations::Inline`], a registered continuation runs inside
+    /// this call, on this thread, before it returns.
+    pub fn set_result(&self, value: T) -> Result<(), AlreadyCompleted<T>> {
+        complete(&self.shared, Ok(value)).map_err(|result| match result {
+            Ok(value) => AlreadyCompleted(value),
+            Err(Abandoned) => unreachable!("set_result completes with a value"),
+        })
+    }
+
+    /// True once a result was set (or the source abandoned).
+    pub fn is_completed(&self) -> bool {
+        !matches!(*self.shared.state(), State::Waiting { .. })
+    }
+}
+
+impl<U: Send + 'static, E: Send + 'static> CompletionSource<Result<U, E>> {
+    /// Completes with an error, once: the `SetException` counterpart.
+    pub fn set_error(&self, error: E) -> Result<(), AlreadyCompleted<Result<U, E>>> {
+        self.set_result(Err(error))
+    }
+}
+
+/// Stores the result and hands it on; the waker and the continuation run
+/// after the lock is released. Gives the result back if already completed.
+fn complete<T: Send + 'static>(
+    shared: &Shared<T>,
+    result: Result<T, Abandoned>,
+) -> Result<(), Result<T, Abandoned>> {
+    let mut state = shared.state();
+    let State::Waiting {
+        waker,
+        continuation,
+    } = &mut *state
+    else {
+        return Err(result);
+    };
+    let (waker, continuation) = (waker.take(), continuation.take());
+    match continuation {
+        Some(continuation) => {
+            *state = State::Taken;
+            drop(state);
+            shared.done.notify_all();
+            match shared.continuations {
+                Continuations::Inline => continuation(result),
+                Continuations::Asynchronous => {
+                    std::thread::spawn(move || continuation(result));
+                }
+            }
+        }
+        None => {
+            *state = State::Done(result);
+            drop(state);
+            shared.done.notify_all();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<T: Send + 'static> Clone for CompletionSource<T> {
+    fn clone(&self) -> Self {
+        *self
+            .shared
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+        CompletionSource {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for CompletionSource<T> {
+    fn drop(&mut self) {
+        let last = {
+            let mut sources = self
+                .shared
+                .sources
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *sources -= 1;
+            *sources == 0
+        };
+        if last {
+            // Already completed is fine: then there is nothing to abandon.
+            let _ = complete(&self.shared, Err(Abandoned));
+        }
+    }
+}
+
+impl<T: Send + 'static> Completion<T> {
+    /// Registers `continuation` to run with the result. If the result is
+    /// already there, it runs now, on this thread (nothing was awaited);
+    /// otherwise it runs where the source's [`Continuations`] mode says.
+    pub fn on_completed<F>(self, continuation: F)
+    where
+        F: FnOnce(Result<T, Abandoned>) + Send + 'static,
+    {
+        let mut state = self.shared.state();
+        match &mut *state {
+            State::Waiting {
+                continuation: slot, ..
+            } => *slot = Some(Box::new(continuation)),
+            State::Done(_) => {
+                let State::Done(result) = std::mem::replace(&mut *state, State::Taken) else {
+                    unreachable!("matched Done above");
+                };
+                drop(state);
+                continuation(result);
+            }
+            State::Taken => {
+                drop(state);
+                continuation(Err(Abandoned));
+            }
+        }
+    }
+
+    /// Blocks this thread until the result arrives.
+    pub fn wait(self) -> Result<T, Abandoned> {
+        let state = self.shared.state();
+        let mut state = self
+            .shared
+            .done
+            .wait_while(state, |s| matches!(s, State::Waiting { .. }))
+            .unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Done(result) => result,
+            _ => Err(Abandoned),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Completion<T> {
+    type Output = Result<T, Abandoned>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Check and register under one lock: a completion between the two
+        // would otherwise find no waker, and this task would sleep forever.
+        let mut state = self.shared.state();
+        match &mut *state {
+            State::Waiting { waker, .. } => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            State::Done(_) => match std::mem::replace(&mut *state, State::Taken) {
+                State::Done(result) => Poll::Ready(result),
+                _ => unreachable!("matched Done above"),
+            },
+            State::Taken => Poll::Ready(Err(Abandoned)),
+        }
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for CompletionSource<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletionSource")
+            .field("continuations", &self.shared.continuations)
+            .field("completed", &self.is_completed())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for Completion<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion").finish_non_exhaustive()
+    }
+}
