@@ -22,8 +22,21 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
+
+// Under `--cfg loom` the model checker's own types replace std's, so loom can
+// explore every interleaving of this module (tests/loom_completion_source.rs).
+#[cfg(loom)]
+use loom::{
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    thread,
+};
+#[cfg(not(loom))]
+use std::{
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    thread,
+};
 
 /// Where continuations run when the result arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +178,7 @@ fn complete<T: Send + 'static>(
             match shared.continuations {
                 Continuations::Inline => continuation(result),
                 Continuations::Asynchronous => {
-                    std::thread::spawn(move || continuation(result));
+                    thread::spawn(move || continuation(result));
                 }
             }
         }
@@ -241,12 +254,14 @@ impl<T: Send + 'static> Completion<T> {
 
     /// Blocks this thread until the result arrives.
     pub fn wait(self) -> Result<T, Abandoned> {
-        let state = self.shared.state();
-        let mut state = self
-            .shared
-            .done
-            .wait_while(state, |s| matches!(s, State::Waiting { .. }))
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.shared.state();
+        while matches!(*state, State::Waiting { .. }) {
+            state = self
+                .shared
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
         match std::mem::replace(&mut *state, State::Taken) {
             State::Done(result) => result,
             _ => Err(Abandoned),

@@ -13,14 +13,44 @@ fn main() -> ExitCode {
             Err(_) => usage(),
         },
         [command, dir] if command == "check-links" => check_links(Path::new(dir)),
+        [command] if command == "loom" => loom(),
         _ => usage(),
     }
 }
 
 fn usage() -> ExitCode {
     eprintln!("usage: cargo chapter <N>          runs every test of chapter N");
+    eprintln!("       cargo loom                 runs the loom model checks (--cfg loom)");
     eprintln!("       book check-links <book/>   checks the built book's internal links");
     ExitCode::from(2)
+}
+
+/// The loom checks build everything with `--cfg loom`, in a target directory of
+/// their own so the ordinary build stays cached.
+fn loom() -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let args = [
+        "test",
+        "-p",
+        "awd",
+        "--release",
+        "--test",
+        "loom_completion_source",
+        "--target-dir",
+        "target/loom",
+    ];
+    eprintln!("$ RUSTFLAGS=\"--cfg loom\" cargo {}", args.join(" "));
+    let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .env("RUSTFLAGS", "--cfg loom")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn cargo(args: &[String]) -> bool {
