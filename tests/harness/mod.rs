@@ -64,6 +64,7 @@ pub fn supervised(text: &str) -> Result<String, String> {
             .replace("@EXPECT@", expect.name())
             .replace("@LIMIT@", &SNIPPET_LIMIT.as_secs().to_string())
             .replace("@DEADLOCK@", &awd::watchdog::DEADLOCK_EXIT_CODE.to_string())
+            .replace("@HANG@", &awd::watchdog::HANG_EXIT_CODE.to_string())
             .replace("@MAIN@", RENAMED_MAIN)
     ))
 }
@@ -75,10 +76,15 @@ fn main() -> ::std::process::ExitCode {
     if ::std::env::var_os("BOOK_SNIPPET_CHILD").is_some() {
         return ::std::process::Termination::report(@MAIN@());
     }
-    __book_supervise("@EXPECT@", @LIMIT@, @DEADLOCK@)
+    __book_supervise("@EXPECT@", @LIMIT@, @DEADLOCK@, @HANG@)
 }
 
-fn __book_supervise(expect: &str, limit: u64, deadlock_status: i32) -> ::std::process::ExitCode {
+fn __book_supervise(
+    expect: &str,
+    limit: u64,
+    deadlock_status: i32,
+    hang_status: i32,
+) -> ::std::process::ExitCode {
     use ::std::io::{Read, Write};
     let exe = ::std::env::current_exe().expect("the block's own path");
     let (mut output, writer) = ::std::io::pipe().expect("a pipe");
@@ -113,6 +119,7 @@ fn __book_supervise(expect: &str, limit: u64, deadlock_status: i32) -> ::std::pr
         (Some(s), "runs") if s.success() => Ok(()),
         (Some(s), "panics") if s.code() == Some(101) && text.contains("panicked") => Ok(()),
         (Some(s), "deadlocks") if s.code() == Some(deadlock_status) && text.contains("deadlock") => Ok(()),
+        (Some(s), "hangs") if s.code() == Some(hang_status) && text.contains("hang") => Ok(()),
         (Some(s), _) => Err(format!("the fence promises `{expect}`, but the block ended with {s}")),
     };
     match verdict {

@@ -25,6 +25,8 @@ use std::pin::Pin;
 use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
 
+use crate::waits::{self, WaitsFor};
+
 // Under `--cfg loom` the model checker's own types replace std's, so loom can
 // explore every interleaving of this module (tests/loom_completion_source.rs).
 #[cfg(loom)]
@@ -90,6 +92,9 @@ struct Shared<T> {
     state: Mutex<State<T>>,
     done: Condvar,
     sources: Mutex<usize>,
+    /// What completing this source means, for diagnoses (not model-checked:
+    /// it is set once and only read by blocking waits).
+    completes: std::sync::Mutex<Option<WaitsFor>>,
 }
 
 impl<T> Shared<T> {
@@ -121,6 +126,7 @@ pub fn completion_source<T: Send + 'static>(
         }),
         done: Condvar::new(),
         sources: Mutex::new(1),
+        completes: std::sync::Mutex::new(None),
     });
     (
         CompletionSource {
@@ -140,6 +146,17 @@ impl<T: Send + 'static> CompletionSource<T> {
             Ok(value) => AlreadyCompleted(value),
             Err(Abandoned) => unreachable!("set_result completes with a value"),
         })
+    }
+
+    /// Says what completing this source means (for example the completion of
+    /// receive #2), so that a thread stuck in [`Completion::wait`] can be
+    /// explained by the watchdog.
+    pub fn completes(&self, what: WaitsFor) {
+        *self
+            .shared
+            .completes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(what);
     }
 
     /// True once a result was set (or the source abandoned).
@@ -254,6 +271,19 @@ impl<T: Send + 'static> Completion<T> {
 
     /// Blocks this thread until the result arrives.
     pub fn wait(self) -> Result<T, Abandoned> {
+        let completes = self
+            .shared
+            .completes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match completes {
+            Some(what) => waits::blocking("`Completion::wait`", what, || self.wait_unnoted()),
+            None => self.wait_unnoted(),
+        }
+    }
+
+    fn wait_unnoted(self) -> Result<T, Abandoned> {
         let mut state = self.shared.state();
         while matches!(*state, State::Waiting { .. }) {
             state = self

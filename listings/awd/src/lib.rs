@@ -8,10 +8,15 @@
 //!   counterpart, with inline or asynchronous continuations (chapter 2);
 //! - [`socket`]: a completion-style socket API on real loopback TCP, with one
 //!   I/O thread that runs every callback (chapter 1 introduces it);
+//! - [`frame`]: the sensor protocol, a length-prefixed reading per frame;
 //! - [`watchdog`]: runs a scenario on a thread of its own and reports, within a
-//!   bounded time, either its result or that it deadlocked; also the per-test
-//!   time limit every test in the book's repository starts with.
+//!   bounded time, either its result or why it is stuck; also the per-test
+//!   time limit every test in the book's repository starts with;
+//! - [`waits`]: who waits for whom, recorded as the program runs, which is
+//!   what the watchdog's diagnosis and the book's timelines are made of.
 
 pub mod completion_source;
+pub mod frame;
 pub mod socket;
+pub mod waits;
 pub mod watchdog;

@@ -46,8 +46,17 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::waits::{self, ReceiveState};
+
+/// The name of every I/O thread.
+pub const IO_THREAD_NAME: &str = "awd-io";
+
 /// How an operation started: finished now, or a callback will follow.
+///
+/// Ignoring it is a bug, the lost completion of chapter 1: a `Ready` result
+/// is the only report of an operation that finished at once.
 #[derive(Debug)]
+#[must_use = "a `Ready` result is the only report of an operation that finished at once"]
 pub enum Start<T> {
     /// Finished while starting; the callback will not be called.
     Ready(T),
@@ -101,6 +110,7 @@ fn error(kind: ErrorKind, message: &str) -> io::Error {
 }
 
 struct PendingReceive {
+    id: u64,
     buffer: Vec<u8>,
     callback: ReceiveCallback,
 }
@@ -119,6 +129,7 @@ struct SocketState {
 }
 
 struct SocketShared {
+    number: u64,
     stream: TcpStream,
     state: Mutex<SocketState>,
     receive_registered: Condvar,
@@ -176,7 +187,7 @@ pub struct IoThread {
 }
 
 impl IoThread {
-    /// Starts the I/O thread (named `awd-io`).
+    /// Starts the I/O thread (named [`IO_THREAD_NAME`]).
     pub fn start() -> io::Result<IoThread> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -190,7 +201,7 @@ impl IoThread {
         });
         let for_thread = Arc::clone(&core);
         let handle = thread::Builder::new()
-            .name("awd-io".into())
+            .name(IO_THREAD_NAME.into())
             .spawn(move || run(poll, &for_thread))?;
         Ok(IoThread {
             owner: Arc::new(Owner {
@@ -217,6 +228,7 @@ impl IoThread {
         core.registry
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         let shared = Arc::new(SocketShared {
+            number: token.0 as u64,
             stream,
             state: Mutex::new(SocketState::default()),
             receive_registered: Condvar::new(),
@@ -290,6 +302,8 @@ impl SocketShared {
         };
         drop(state); // never call back while holding the lock
         self.completions.fetch_add(1, Ordering::SeqCst);
+        waits::receive_now(pending.id, ReceiveState::Delivered);
+        let _running = waits::activity(format!("the callback of receive #{}", pending.id));
         (pending.callback)(Received {
             buffer: pending.buffer,
             result,
@@ -336,6 +350,8 @@ impl SocketShared {
         };
         if let Some(pending) = receive {
             self.completions.fetch_add(1, Ordering::SeqCst);
+            waits::receive_now(pending.id, ReceiveState::Delivered);
+            let _running = waits::activity(format!("the callback of receive #{}", pending.id));
             (pending.callback)(Received {
                 buffer: pending.buffer,
                 result: Err(error(ErrorKind::ConnectionAborted, why)),
@@ -430,16 +446,27 @@ impl CallbackSocket {
                 )),
             );
         }
+        let id = waits::receive_started(self.shared().number);
         match (&self.shared().stream).read(&mut buffer) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                waits::receive_now(
+                    id,
+                    ReceiveState::Pending {
+                        delivered_by: IO_THREAD_NAME.to_string(),
+                    },
+                );
                 state.receive = Some(PendingReceive {
+                    id,
                     buffer,
                     callback: Box::new(on_complete),
                 });
                 self.shared().receive_registered.notify_all();
                 Start::Pending
             }
-            result => ready(buffer, result),
+            result => {
+                waits::receive_now(id, ReceiveState::CompletedAtOnce);
+                ready(buffer, result)
+            }
         }
     }
 
@@ -488,13 +515,19 @@ impl CallbackSocket {
     }
 
     /// Sends all of `data` and waits for the result (a convenience for peers
-    /// and tests; it must not be called on the I/O thread).
+    /// and tests). On the I/O thread, a send that cannot finish at once is an
+    /// error (`WouldBlock`), not a hang: only that thread could finish it.
     pub fn send_all(&self, data: &[u8]) -> io::Result<()> {
         let (done, wait) = std::sync::mpsc::channel();
         match self.send(data.to_vec(), move |sent| {
             let _ = done.send(sent);
         }) {
             Start::Ready(sent) => sent.map(|_| ()),
+            // Waiting here would wait for this very thread: refuse instead.
+            Start::Pending if on_io_thread() => Err(error(
+                ErrorKind::WouldBlock,
+                "send_all cannot wait on the I/O thread, which must deliver the send",
+            )),
             Start::Pending => wait
                 .recv()
                 .map_err(|_| error(ErrorKind::ConnectionAborted, "the send was dropped"))?
@@ -505,6 +538,17 @@ impl CallbackSocket {
     /// True while a receive waits for its callback.
     pub fn is_receive_pending(&self) -> bool {
         lock(&self.shared().state).receive.is_some()
+    }
+
+    /// The number of the receive that waits for its callback, if one does.
+    /// Receives are numbered from 1 in each process (see [`crate::waits`]).
+    pub fn pending_receive(&self) -> Option<u64> {
+        lock(&self.shared().state).receive.as_ref().map(|r| r.id)
+    }
+
+    /// This socket's number, as diagnoses show it.
+    pub fn number(&self) -> u64 {
+        self.shared().number
     }
 
     /// Waits until a receive is pending on this socket (it went [`Start::Pending`]

@@ -4,42 +4,79 @@
 //! `tokio::time::timeout` cannot fire when the thread that drives the runtime's
 //! timers is the one that is blocked. So the watchdog is a plain OS thread,
 //! outside any runtime under test, that waits a bounded time for the scenario.
-//! A deadlocked scenario thread cannot be stopped or joined; it is left behind
+//! A stuck scenario thread cannot be stopped or joined; it is left behind
 //! and ends with the process.
+//!
+//! When the time is up, the watchdog asks [`crate::waits`] who waits for
+//! whom and says what it found: a deadlock (a cycle of waits), a lost
+//! completion, or a busy loop. [`run`] is what a listing calls: it prints
+//! that diagnosis and ends the program with [`DEADLOCK_EXIT_CODE`] or
+//! [`HANG_EXIT_CODE`]. [`watch`] is what a test calls: it returns the
+//! [`Outcome`] to assert on.
 //!
 //! [`TestLimit`] applies the same idea to a whole test: every test in this
 //! repository starts with one, so no test can hang the suite.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The exit status of a program that stopped because its watchdog saw a
+use crate::waits::{self, Diagnosis, Verdict};
+
+/// The exit status of a program that stopped because its watchdog found a
 /// deadlock. The book's test harness expects exactly this status from blocks
 /// marked `deadlocks`.
 pub const DEADLOCK_EXIT_CODE: i32 = 3;
 
+/// The exit status of a program that stopped because its watchdog found it
+/// stuck without a deadlock: a lost completion or a busy loop. Blocks marked
+/// `hangs` must end with it.
+pub const HANG_EXIT_CODE: i32 = 4;
+
 /// The exit status of a test process stopped by a [`TestLimit`].
 pub const TIME_LIMIT_EXIT_CODE: i32 = 124;
+
+/// How long a scenario that should deadlock gets before the watchdog looks:
+/// the book's deadlocks are certain once set up, so a short wait cannot
+/// mistake a slow run for one.
+pub const DEADLOCK_LIMIT: Duration = Duration::from_millis(300);
 
 /// How a watched scenario ended.
 #[derive(Debug)]
 pub enum Outcome<T> {
     /// It returned this value in time.
     Completed(T),
-    /// It was still blocked when the limit ran out.
-    Deadlocked {
+    /// It was still running when the limit ran out.
+    Stuck {
         /// How long the watchdog waited.
         waited: Duration,
+        /// Who waited for whom when the time was up.
+        diagnosis: Diagnosis,
     },
     /// It panicked, with this message.
     Panicked(String),
 }
 
 impl<T> Outcome<T> {
-    /// True for [`Outcome::Deadlocked`].
+    /// True when the diagnosis found a deadlock.
     pub fn is_deadlock(&self) -> bool {
-        matches!(self, Outcome::Deadlocked { .. })
+        self.verdict() == Some(Verdict::Deadlock)
+    }
+
+    /// The diagnosis's verdict, if the scenario got stuck.
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self {
+            Outcome::Stuck { diagnosis, .. } => Some(diagnosis.verdict),
+            _ => None,
+        }
+    }
+
+    /// The value, if the scenario completed.
+    pub fn completed(self) -> Option<T> {
+        match self {
+            Outcome::Completed(value) => Some(value),
+            _ => None,
+        }
     }
 }
 
@@ -53,13 +90,21 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// One scenario at a time per process, so that a diagnosis never mixes the
+/// threads of two scenarios.
+static ONE_SCENARIO_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs `scenario` on a new thread named `name` and waits at most `limit`
-/// for it. On a deadlock the scenario's thread is left blocked.
+/// for it. A stuck scenario's threads are left where they are.
 pub fn watch<T, F>(name: &str, limit: Duration, scenario: F) -> Outcome<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    let _one = ONE_SCENARIO_AT_A_TIME
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let started = Instant::now();
     let (sender, receiver) = std::sync::mpsc::channel();
     let spawned = thread::Builder::new()
         .name(name.to_string())
@@ -70,15 +115,49 @@ where
     if let Err(e) = spawned {
         return Outcome::Panicked(format!("could not start the scenario thread: {e}"));
     }
-    let started = Instant::now();
     match receiver.recv_timeout(limit) {
         Ok(Ok(value)) => Outcome::Completed(value),
         Ok(Err(payload)) => Outcome::Panicked(panic_message(payload.as_ref())),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Outcome::Deadlocked {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Outcome::Stuck {
             waited: started.elapsed(),
+            diagnosis: waits::diagnose(started),
         },
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             Outcome::Panicked("the scenario thread ended without a result".to_string())
+        }
+    }
+}
+
+/// Runs `scenario` under a watchdog, as a listing's `main` does: returns its
+/// value if it finishes within `limit`; otherwise prints who waits for whom
+/// and ends the program with [`DEADLOCK_EXIT_CODE`] (a deadlock) or
+/// [`HANG_EXIT_CODE`] (stuck another way). A panic in the scenario is
+/// reported and ends the program with status 101, as a panic in `main` would.
+pub fn run<T, F>(name: &str, limit: Duration, scenario: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let outcome = watch(name, limit, scenario);
+    waits::write_timeline_if_asked();
+    match outcome {
+        Outcome::Completed(value) => value,
+        Outcome::Panicked(message) => {
+            eprintln!("watchdog: `{name}` panicked: {message}");
+            std::process::exit(101);
+        }
+        Outcome::Stuck { waited, diagnosis } => {
+            eprintln!(
+                "watchdog: `{name}` did not finish within {} ms: {}",
+                waited.as_millis(),
+                diagnosis.verdict
+            );
+            eprint!("{diagnosis}");
+            let code = match diagnosis.verdict {
+                Verdict::Deadlock | Verdict::Unexplained => DEADLOCK_EXIT_CODE,
+                Verdict::LostCompletion | Verdict::Spinning => HANG_EXIT_CODE,
+            };
+            std::process::exit(code);
         }
     }
 }
@@ -142,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_scenario_is_reported_as_a_deadlock_in_time() {
+    fn a_blocked_scenario_is_reported_in_time() {
         let _limit = TestLimit::seconds(10);
         let started = Instant::now();
         let outcome = watch("blocks", Duration::from_millis(200), || {
@@ -151,7 +230,7 @@ mod tests {
             let _ = never.recv();
             drop(sender);
         });
-        assert!(outcome.is_deadlock(), "{outcome:?}");
+        assert_eq!(outcome.verdict(), Some(Verdict::Unexplained), "{outcome:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 

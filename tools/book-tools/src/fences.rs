@@ -10,6 +10,7 @@
 //! | `rust` | compiled and run; must exit successfully | none |
 //! | `rust,should_panic` | compiled and run; must panic | "panics" |
 //! | `rust,deadlocks` | compiled and run; the watchdog must report a deadlock | "deadlocks" |
+//! | `rust,hangs` | compiled and run; the watchdog must report a hang that is not a deadlock (a lost completion, a busy loop) | "hangs" |
 //! | `rust,compile_fail` | must fail to compile | "does not compile" |
 //! | `rust,no_run` | compiled only; the listing says why (`not-run`) | "compiled, not run" |
 //!
@@ -26,6 +27,8 @@ pub enum Expectation {
     Panics,
     /// Compiles, runs, and its watchdog reports a deadlock.
     Deadlocks,
+    /// Compiles, runs, and its watchdog reports a hang that is no deadlock.
+    Hangs,
     /// Does not compile.
     CompileFails,
     /// Compiles; not run (the listing's `not-run` attribute says why).
@@ -39,6 +42,7 @@ impl Expectation {
             Expectation::Runs => None,
             Expectation::Panics => Some("should_panic"),
             Expectation::Deadlocks => Some("deadlocks"),
+            Expectation::Hangs => Some("hangs"),
             Expectation::CompileFails => Some("compile_fail"),
             Expectation::CompilesOnly => Some("no_run"),
         }
@@ -51,6 +55,7 @@ impl Expectation {
             Expectation::Runs => "runs",
             Expectation::Panics => "panics",
             Expectation::Deadlocks => "deadlocks",
+            Expectation::Hangs => "hangs",
             Expectation::CompileFails => "compile_fail",
             Expectation::CompilesOnly => "no_run",
         }
@@ -62,6 +67,7 @@ impl Expectation {
             Expectation::Runs,
             Expectation::Panics,
             Expectation::Deadlocks,
+            Expectation::Hangs,
             Expectation::CompileFails,
             Expectation::CompilesOnly,
         ]
@@ -74,6 +80,7 @@ impl Expectation {
 pub const RUST_FENCE_WORDS: &[&str] = &[
     "should_panic",
     "deadlocks",
+    "hangs",
     "compile_fail",
     "no_run",
     "noplayground",
@@ -124,6 +131,8 @@ impl Fence {
         let pick = |w: &str| words.contains(&w);
         Some(if pick("deadlocks") {
             Expectation::Deadlocks
+        } else if pick("hangs") {
+            Expectation::Hangs
         } else if pick("should_panic") {
             Expectation::Panics
         } else if pick("compile_fail") {
@@ -303,6 +312,7 @@ pub fn skeptic_templates() -> String {
         Expectation::Runs,
         Expectation::Panics,
         Expectation::Deadlocks,
+        Expectation::Hangs,
     ] {
         out.push_str(&format!(
             "```rust,skt-{name}\n{{}}\n{EXPECT_MARKER}{name}\n```\n\n",
@@ -367,13 +377,22 @@ pub fn check(file: &str, markdown: &str, not_run_lines: &[usize]) -> Vec<RuleErr
         }
         let outcomes = words[1..]
             .iter()
-            .filter(|w| ["should_panic", "deadlocks", "compile_fail", "no_run"].contains(w))
+            .filter(|w| {
+                [
+                    "should_panic",
+                    "deadlocks",
+                    "hangs",
+                    "compile_fail",
+                    "no_run",
+                ]
+                .contains(w)
+            })
             .count();
         if outcomes > 1 {
             error(
                 fence.line,
                 "a block promises one outcome: use at most one of should_panic, deadlocks, \
-                 compile_fail, no_run"
+                 hangs, compile_fail, no_run"
                     .into(),
             );
         }
@@ -457,6 +476,7 @@ untagged
             Expectation::Runs,
             Expectation::Panics,
             Expectation::Deadlocks,
+            Expectation::Hangs,
             Expectation::CompileFails,
             Expectation::CompilesOnly,
         ] {
