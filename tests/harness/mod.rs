@@ -197,6 +197,12 @@ pub fn check_output(relative: &str) {
             stored.command
         );
     };
+    if let Some(line) = fresh.lines().find(|l| l.starts_with("warning: ")) {
+        panic!(
+            "`{}` printed a compiler warning, which would end up in the book: {line}",
+            stored.command
+        );
+    }
     if std::env::var_os("BOOK_BLESS").is_some() {
         let note = match status.code() {
             Some(0) => String::new(),

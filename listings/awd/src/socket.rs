@@ -123,6 +123,7 @@ struct PendingSend {
 
 #[derive(Default)]
 struct SocketState {
+    last_receive: Option<u64>,
     receive: Option<PendingReceive>,
     send: Option<PendingSend>,
     closed: bool,
@@ -447,6 +448,7 @@ impl CallbackSocket {
             );
         }
         let id = waits::receive_started(self.shared().number);
+        state.last_receive = Some(id);
         match (&self.shared().stream).read(&mut buffer) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 waits::receive_now(
@@ -546,6 +548,12 @@ impl CallbackSocket {
         lock(&self.shared().state).receive.as_ref().map(|r| r.id)
     }
 
+    /// The number of the receive most recently started on this socket, pending
+    /// or not. Receives are numbered from 1 in each process.
+    pub fn last_receive(&self) -> Option<u64> {
+        lock(&self.shared().state).last_receive
+    }
+
     /// This socket's number, as diagnoses show it.
     pub fn number(&self) -> u64 {
         self.shared().number
@@ -567,11 +575,20 @@ impl CallbackSocket {
     /// kernel, so that the next receive is certain to complete at once. False
     /// if `timeout` passed first.
     pub fn wait_until_readable(&self, timeout: Duration) -> bool {
+        self.wait_until_buffered(1, timeout)
+    }
+
+    /// Waits until at least `bytes` bytes are buffered in the kernel (or the
+    /// stream ended, or failed), so that receives of up to that many bytes in
+    /// all are certain to complete at once. False if `timeout` passed first.
+    pub fn wait_until_buffered(&self, bytes: usize, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        let mut probe = [0u8; 1];
+        let mut probe = vec![0u8; bytes.max(1)];
         loop {
             match self.shared().stream.peek(&mut probe) {
-                Ok(_) => return true, // bytes, or 0 at the end of the stream
+                Ok(0) => return true, // the end of the stream
+                Ok(n) if n >= probe.len() => return true,
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => return true, // an error is "ready" too
             }

@@ -368,7 +368,7 @@ pub fn diagnose(since: Instant) -> Diagnosis {
     }
     // Follow each blocked thread's chain of waits.
     for start in &threads {
-        if !start.blocked.as_ref().is_some_and(|b| b.2 >= since) {
+        if start.blocked.as_ref().is_none_or(|b| b.2 < since) {
             continue;
         }
         let mut chain = vec![start.name.clone()];
