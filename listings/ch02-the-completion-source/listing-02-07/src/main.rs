@@ -1,0 +1,89 @@
+//! "Receive until the buffer is full", repaired: a receive of 0 bytes before
+//! the frame is complete is the end of the stream, and an error.
+
+use std::io::{self, ErrorKind, Write};
+
+use awd::completion_source::{completion_source, Continuations};
+use awd::frame::{FrameError, Reading, FRAME_LEN};
+use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, Start};
+
+/// The bridge of Listing 2-3.
+pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Received> {
+    let (source, completion) = completion_source(Continuations::Asynchronous);
+    let start = socket.receive(buffer, move |received| {
+        let _ = source.set_result(received);
+    });
+    match start {
+        Start::Ready(received) => Ok(received),
+        Start::Pending => completion
+            .await
+            .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),
+    }
+}
+
+// ANCHOR: exact
+/// Fills `frame` with the next bytes of the stream, or fails with
+/// `UnexpectedEof` if the stream ends first.
+async fn receive_frame(socket: &CallbackSocket, frame: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < frame.len() {
+        let received = receive(socket, vec![0; frame.len() - filled]).await?;
+        let n = received.result?;
+        if n == 0 {
+            return Err(FrameError::Truncated { received: filled }.into());
+        }
+        frame[filled..filled + n].copy_from_slice(&received.buffer[..n]);
+        filled += n;
+    }
+    Ok(())
+}
+// ANCHOR_END: exact
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> io::Result<()> {
+    let io = IoThread::start()?;
+    let (socket, mut sensor) = loopback_pair(&io)?;
+    let reading = Reading {
+        sensor: 7,
+        sequence: 1,
+        millidegrees: 21_500,
+    };
+    sensor.write_all(&reading.encode())?;
+    sensor.write_all(&reading.encode()[..5])?;
+    drop(sensor);
+    let mut frame = [0; FRAME_LEN];
+    for _ in 0..2 {
+        match receive_frame(&socket, &mut frame).await {
+            Ok(()) => println!(
+                "a frame: {}",
+                Reading::decode(&frame[2..]).map_err(io::Error::from)?
+            ),
+            Err(e) => println!("{:?}: {e}", e.kind()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awd::watchdog::TestLimit;
+
+    #[tokio::test]
+    async fn the_end_of_the_stream_is_an_error_at_once() {
+        let _limit = TestLimit::seconds(10);
+        let io = IoThread::start().unwrap();
+        let (socket, sensor) = loopback_pair(&io).unwrap();
+        drop(sensor);
+        let error = receive_frame(&socket, &mut [0; 4]).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::UnexpectedEof);
+    }
+
+    #[tokio::test]
+    async fn a_zero_length_frame_needs_no_receive() {
+        let _limit = TestLimit::seconds(10);
+        let io = IoThread::start().unwrap();
+        let (socket, _sensor) = loopback_pair(&io).unwrap();
+        receive_frame(&socket, &mut []).await.unwrap();
+    }
+}
