@@ -21,10 +21,25 @@ use loom::sync::atomic::AtomicUsize;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
+/// Runs `model` in every interleaving (loom::model) and prints how many
+/// there were, so a run shows how much was explored.
+fn explore(name: &str, model: impl Fn() + Sync + Send + 'static) {
+    let explored = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&explored);
+    loom::model(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        model();
+    });
+    eprintln!(
+        "{name}: {} interleavings explored",
+        explored.load(Ordering::SeqCst)
+    );
+}
+
 #[test]
 fn exactly_one_completion_wins() {
     let _limit = TestLimit::seconds(120);
-    loom::model(|| {
+    explore("exactly one completion wins", || {
         let (source, completion) = completion_source::<u32>(Continuations::Inline);
         let other = source.clone();
         let racer = thread::spawn(move || other.set_result(2).is_ok());
@@ -38,7 +53,7 @@ fn exactly_one_completion_wins() {
 #[test]
 fn a_waiting_future_is_always_woken() {
     let _limit = TestLimit::seconds(120);
-    loom::model(|| {
+    explore("a waiting future is always woken", || {
         let (source, completion) = completion_source::<u32>(Continuations::Inline);
         let completer = thread::spawn(move || source.set_result(3).unwrap());
         assert_eq!(loom::future::block_on(completion), Ok(3));
@@ -49,7 +64,7 @@ fn a_waiting_future_is_always_woken() {
 #[test]
 fn a_dropped_source_always_resolves_the_future() {
     let _limit = TestLimit::seconds(120);
-    loom::model(|| {
+    explore("a dropped source always resolves the future", || {
         let (source, completion) = completion_source::<u32>(Continuations::Inline);
         let dropper = thread::spawn(move || drop(source));
         assert_eq!(loom::future::block_on(completion), Err(Abandoned));
@@ -61,25 +76,28 @@ fn a_dropped_source_always_resolves_the_future() {
 fn a_continuation_runs_exactly_once_in_either_mode() {
     let _limit = TestLimit::seconds(120);
     for mode in [Continuations::Inline, Continuations::Asynchronous] {
-        loom::model(move || {
-            let (source, completion) = completion_source::<u32>(mode);
-            let runs = Arc::new(AtomicUsize::new(0));
-            let counted = Arc::clone(&runs);
-            let seen = Arc::new(Mutex::new(None));
-            let store = Arc::clone(&seen);
-            let completer = thread::spawn(move || source.set_result(4).unwrap());
-            completion.on_completed(move |result| {
-                *store.lock().unwrap() = Some(result);
-                counted.fetch_add(1, Ordering::SeqCst);
-            });
-            completer.join().unwrap();
-            // In asynchronous mode the continuation may still be on its way.
-            while runs.load(Ordering::SeqCst) == 0 {
-                thread::yield_now();
-            }
-            assert_eq!(runs.load(Ordering::SeqCst), 1);
-            assert_eq!(*seen.lock().unwrap(), Some(Ok(4)));
-        });
+        explore(
+            &format!("a continuation runs exactly once ({mode:?})"),
+            move || {
+                let (source, completion) = completion_source::<u32>(mode);
+                let runs = Arc::new(AtomicUsize::new(0));
+                let counted = Arc::clone(&runs);
+                let seen = Arc::new(Mutex::new(None));
+                let store = Arc::clone(&seen);
+                let completer = thread::spawn(move || source.set_result(4).unwrap());
+                completion.on_completed(move |result| {
+                    *store.lock().unwrap() = Some(result);
+                    counted.fetch_add(1, Ordering::SeqCst);
+                });
+                completer.join().unwrap();
+                // In asynchronous mode the continuation may still be on its way.
+                while runs.load(Ordering::SeqCst) == 0 {
+                    thread::yield_now();
+                }
+                assert_eq!(runs.load(Ordering::SeqCst), 1);
+                assert_eq!(*seen.lock().unwrap(), Some(Ok(4)));
+            },
+        );
     }
 }
 

@@ -38,6 +38,9 @@ fn loom() -> ExitCode {
         "loom_completion_source",
         "--target-dir",
         "target/loom",
+        "--",
+        "--nocapture",
+        "--test-threads=1",
     ];
     eprintln!("$ RUSTFLAGS=\"--cfg loom\" cargo {}", args.join(" "));
     let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
