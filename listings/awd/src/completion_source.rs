@@ -193,7 +193,10 @@ fn complete<T: Send + 'static>(
             drop(state);
             shared.done.notify_all();
             match shared.continuations {
-                Continuations::Inline => continuation(result),
+                Continuations::Inline => {
+                    let _inline = waits::activity("a continuation run inline by `set_result`");
+                    continuation(result)
+                }
                 Continuations::Asynchronous => {
                     thread::spawn(move || continuation(result));
                 }

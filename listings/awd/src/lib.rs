@@ -6,6 +6,7 @@
 //!
 //! - [`completion_source`]: the hand-written `TaskCompletionSource`
 //!   counterpart, with inline or asynchronous continuations (chapter 2);
+//! - [`bridge`]: the receive bridges built on it (chapters 2 and 3);
 //! - [`socket`]: a completion-style socket API on real loopback TCP, with one
 //!   I/O thread that runs every callback (chapter 1 introduces it);
 //! - [`frame`]: the sensor protocol, a length-prefixed reading per frame;
@@ -15,6 +16,7 @@
 //! - [`waits`]: who waits for whom, recorded as the program runs, which is
 //!   what the watchdog's diagnosis and the book's timelines are made of.
 
+pub mod bridge;
 pub mod completion_source;
 pub mod frame;
 pub mod socket;

@@ -571,6 +571,21 @@ impl CallbackSocket {
         state.receive.is_some()
     }
 
+    /// Waits until a receive numbered after `receive` is pending on this
+    /// socket: the next receive, started by whoever handles `receive`'s
+    /// result, is really waiting. False if `timeout` passed first.
+    pub fn wait_for_pending_receive_after(&self, receive: u64, timeout: Duration) -> bool {
+        let state = lock(&self.shared().state);
+        let (state, _) = self
+            .shared()
+            .receive_registered
+            .wait_timeout_while(state, timeout, |s| {
+                s.receive.as_ref().is_none_or(|r| r.id <= receive)
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        state.receive.as_ref().is_some_and(|r| r.id > receive)
+    }
+
     /// Waits until bytes (or the end of the stream) are buffered in the
     /// kernel, so that the next receive is certain to complete at once. False
     /// if `timeout` passed first.

@@ -100,6 +100,7 @@ pub enum EventKind {
 }
 
 struct ThreadFacts {
+    id: thread::ThreadId,
     name: String,
     since: Instant,
     activities: Vec<String>,
@@ -177,6 +178,7 @@ impl Registry {
             });
         }
         self.threads.entry(number).or_insert_with(|| ThreadFacts {
+            id: thread::current().id(),
             name: thread_name(),
             since: Instant::now(),
             activities: Vec::new(),
@@ -247,6 +249,16 @@ pub fn busy(what: &str) {
     *registry.facts().busy.entry(what.to_string()).or_insert(0) += 1;
 }
 
+thread_local! {
+    static LAST_STARTED_HERE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The number of the last receive this thread started: read right after
+/// starting one, it is that receive's number, whatever other threads do.
+pub fn last_receive_started_here() -> Option<u64> {
+    LAST_STARTED_HERE.with(|last| last.get())
+}
+
 /// A new receive, numbered from 1 in each process.
 pub fn receive_started(socket: u64) -> u64 {
     let mut registry = registry();
@@ -262,6 +274,7 @@ pub fn receive_started(socket: u64) -> u64 {
             state: ReceiveState::CompletedAtOnce,
         },
     );
+    LAST_STARTED_HERE.with(|last| last.set(Some(id)));
     while registry.receives.len() > MAX_RECEIVES {
         let oldest = *registry.receives.keys().next().expect("not empty");
         registry.receives.remove(&oldest);
@@ -280,6 +293,26 @@ pub fn receive_now(id: u64, state: ReceiveState) {
     registry.record(EventKind::Mark(mark));
     if let Some(facts) = registry.receives.get_mut(&id) {
         facts.state = state;
+    }
+}
+
+/// Waits until `thread` is blocked in a [`blocking`] call. Tests use it to
+/// act only once a consumer has really suspended. False if `timeout` passed
+/// first.
+pub fn wait_until_blocked(thread: thread::ThreadId, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let blocked = registry()
+            .threads
+            .values()
+            .any(|t| t.id == thread && t.blocked.is_some());
+        if blocked {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -349,18 +382,20 @@ pub fn diagnose(since: Instant) -> Diagnosis {
     };
     let mut lines = Vec::new();
     let mut verdict = None;
-    for thread in &threads {
+    let mut by_name = threads.clone();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    for thread in &by_name {
         let Some((what, waits_for, at)) = &thread.blocked else {
             continue;
         };
         if *at < since {
             continue;
         }
-        let inside = thread
-            .activities
-            .last()
-            .map(|a| format!(", inside {a},"))
-            .unwrap_or_default();
+        let inside = if thread.activities.is_empty() {
+            String::new()
+        } else {
+            format!(", inside {},", thread.activities.join(" → "))
+        };
         lines.push(format!(
             "thread `{}`{inside} is blocked in {what}, waiting for {waits_for}",
             thread.name
@@ -500,5 +535,81 @@ pub fn write_timeline_if_asked() {
             "cannot write the timeline to {}: {e}",
             path.to_string_lossy()
         );
+    }
+}
+
+/// A mutex that tells the watchdog who holds it: a thread that has to wait
+/// for it is recorded as waiting for the holder, so a thread that waits for a
+/// lock it holds itself shows up as a cycle.
+pub struct WatchedMutex<T> {
+    name: &'static str,
+    holder: Mutex<Option<String>>,
+    inner: Mutex<T>,
+}
+
+impl<T> WatchedMutex<T> {
+    /// A mutex named `name` in reports.
+    pub const fn new(name: &'static str, value: T) -> WatchedMutex<T> {
+        WatchedMutex {
+            name,
+            holder: Mutex::new(None),
+            inner: Mutex::new(value),
+        }
+    }
+
+    /// Locks it, blocking while another thread (or this one!) holds it. A
+    /// thread that locks a mutex it already holds never returns: the standard
+    /// library says such a call "might panic or deadlock", and on Linux it
+    /// deadlocks.
+    pub fn lock(&self) -> WatchedGuard<'_, T> {
+        let guard = match self.inner.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let holder = self
+                    .holder
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_string());
+                let waits_for = WaitsFor::Lock {
+                    lock: self.name.to_string(),
+                    holder,
+                };
+                blocking(&format!("`{}.lock()`", self.name), waits_for, || {
+                    self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+                })
+            }
+        };
+        *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread_name());
+        WatchedGuard {
+            holder: &self.holder,
+            guard,
+        }
+    }
+}
+
+/// The lock of a [`WatchedMutex`]; unlocks when dropped.
+pub struct WatchedGuard<'a, T> {
+    holder: &'a Mutex<Option<String>>,
+    guard: MutexGuard<'a, T>,
+}
+
+impl<T> std::ops::Deref for WatchedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for WatchedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> Drop for WatchedGuard<'_, T> {
+    fn drop(&mut self) {
+        *self.holder.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }

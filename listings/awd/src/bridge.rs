@@ -1,0 +1,57 @@
+//! The receive bridges the book builds, kept here for the chapters that use
+//! them after they are introduced.
+//!
+//! - [`receive`] is Listing 2-3: a receive as a future, with the `Ready` path
+//!   handled; waking the task is all the callback does.
+//! - [`receive_completion`] is Listing 3-1's bridge: a receive as a
+//!   [`Completion`], so code can be registered to run when it completes,
+//!   inline or asynchronously as the [`Continuations`] mode says. A pending
+//!   receive's completion source says which receive it completes, so that a
+//!   thread stuck waiting for it can be explained by the watchdog.
+
+use std::io::{self, ErrorKind};
+
+use crate::completion_source::{completion_source, Completion, Continuations};
+use crate::socket::{CallbackSocket, Received, Start};
+use crate::waits::{self, WaitsFor};
+
+/// Receives into `buffer`: at once if the bytes are already there, or when
+/// the I/O thread runs the callback.
+pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Received> {
+    let (source, completion) = completion_source(Continuations::Asynchronous);
+    let start = socket.receive(buffer, move |received| {
+        let _ = source.set_result(received);
+    });
+    match start {
+        Start::Ready(received) => Ok(received),
+        Start::Pending => completion
+            .await
+            .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),
+    }
+}
+
+/// Starts a receive into `buffer` and returns its completion: already
+/// complete if the receive finished at once, completed by the I/O thread's
+/// callback otherwise.
+pub fn receive_completion(
+    socket: &CallbackSocket,
+    buffer: Vec<u8>,
+    continuations: Continuations,
+) -> Completion<Received> {
+    let (source, completion) = completion_source(continuations);
+    let completer = source.clone();
+    let start = socket.receive(buffer, move |received| {
+        let _ = completer.set_result(received);
+    });
+    match start {
+        Start::Ready(received) => {
+            let _ = source.set_result(received);
+        }
+        Start::Pending => {
+            if let Some(id) = waits::last_receive_started_here() {
+                source.completes(WaitsFor::Receive(id));
+            }
+        }
+    }
+    completion
+}
