@@ -12,7 +12,7 @@ use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, Start, IO_T
 use awd::waits::{self, WaitsFor};
 use awd::watchdog::DEADLOCK_LIMIT;
 
-// ANCHOR: bridge
+// ANCHOR: deadlock
 /// Starts a receive into `buffer` and returns its completion: already
 /// complete if the receive finished at once, completed by the I/O thread's
 /// callback otherwise.
@@ -39,7 +39,19 @@ pub fn receive_completion(
     }
     completion
 }
-// ANCHOR_END: bridge
+
+/// Receives one reading: first its header; the code after that, the
+/// continuation, receives the body and waits for it.
+fn receive_reading(socket: CallbackSocket, done: Sender<io::Result<Reading>>) {
+    let header = receive_completion(&socket, vec![0; HEADER_LEN], Continuations::Inline);
+    header.on_completed(move |header| {
+        // Inline mode: this runs inside `set_result`, on the I/O thread.
+        let body = receive_completion(&socket, vec![0; READING_LEN], Continuations::Inline);
+        let body = body.wait(); // blocks this thread until the body arrives
+        let _ = done.send(decode(header, body));
+    });
+}
+// ANCHOR_END: deadlock
 
 /// The reading in a header and a body, or why not.
 fn decode(
@@ -56,20 +68,6 @@ fn decode(
     let body = body.bytes().ok_or_else(|| io::Error::other("no body"))?;
     Ok(Reading::decode(body)?)
 }
-
-// ANCHOR: consumer
-/// Receives one reading: first its header; the code after that, the
-/// continuation, receives the body and waits for it.
-fn receive_reading(socket: CallbackSocket, done: Sender<io::Result<Reading>>) {
-    let header = receive_completion(&socket, vec![0; HEADER_LEN], Continuations::Inline);
-    header.on_completed(move |header| {
-        // Inline mode: this runs inside `set_result`, on the I/O thread.
-        let body = receive_completion(&socket, vec![0; READING_LEN], Continuations::Inline);
-        let body = body.wait(); // blocks this thread until the body arrives
-        let _ = done.send(decode(header, body));
-    });
-}
-// ANCHOR_END: consumer
 
 /// A sensor sends one reading, header first; the body follows once the
 /// server is waiting for it.
