@@ -198,6 +198,7 @@ fn complete<T: Send + 'static>(
                     continuation(result)
                 }
                 Continuations::Asynchronous => {
+                    waits::mark("`set_result` hands the continuation to a new thread");
                     thread::spawn(move || continuation(result));
                 }
             }
@@ -207,6 +208,7 @@ fn complete<T: Send + 'static>(
             drop(state);
             shared.done.notify_all();
             if let Some(waker) = waker {
+                waits::mark("`set_result` wakes the waiting task");
                 waker.wake();
             }
         }

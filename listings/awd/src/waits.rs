@@ -354,10 +354,25 @@ pub struct Diagnosis {
     pub lines: Vec<String>,
 }
 
+/// Where a report's lines are wrapped, so that they read in a terminal.
+const REPORT_WIDTH: usize = 78;
+
 impl fmt::Display for Diagnosis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for line in &self.lines {
-            writeln!(f, "  {line}")?;
+            let mut current = String::from("  ");
+            for word in line.split(' ') {
+                if current.trim().is_empty() || current.len() + 1 + word.len() <= REPORT_WIDTH {
+                    if !current.trim().is_empty() {
+                        current.push(' ');
+                    }
+                    current.push_str(word);
+                } else {
+                    writeln!(f, "{current}")?;
+                    current = format!("      {word}");
+                }
+            }
+            writeln!(f, "{current}")?;
         }
         Ok(())
     }

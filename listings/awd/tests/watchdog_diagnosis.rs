@@ -30,7 +30,7 @@ fn a_thread_waiting_for_itself_is_a_deadlock() {
     };
     assert!(waited < Duration::from_millis(500), "{waited:?}");
     assert_eq!(diagnosis.verdict, Verdict::Deadlock, "{diagnosis}");
-    let report = diagnosis.to_string();
+    let report = diagnosis.lines.join("\n");
     assert!(
         report.contains("thread `self-wait` is blocked in a channel receive"),
         "{report}"
@@ -69,7 +69,7 @@ fn a_completion_source_names_what_its_waiter_waits_for() {
         panic!("expected a stuck scenario: {outcome:?}");
     };
     assert_eq!(diagnosis.verdict, Verdict::Deadlock, "{diagnosis}");
-    let report = diagnosis.to_string();
+    let report = diagnosis.lines.join("\n");
     assert!(
         report.contains(&format!(
             "thread `{IO_THREAD_NAME}`, inside the callback of receive #"

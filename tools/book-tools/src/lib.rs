@@ -4,9 +4,11 @@
 //! Nothing here is part of the story the book tells; it is what keeps the book
 //! honest: [`fences`] knows every code block and what its fence promises,
 //! [`listing`] turns `<Listing>` tags into captions and checks them against the
-//! repository, and [`output`] compares a listing's stored output with a fresh run.
+//! repository, [`output`] compares a listing's stored output with a fresh run,
+//! and [`timeline`] draws Part II's thread timelines from recorded runs.
 
 pub mod fences;
 pub mod links;
 pub mod listing;
 pub mod output;
+pub mod timeline;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         },
         [command, dir] if command == "check-links" => check_links(Path::new(dir)),
         [command] if command == "loom" => loom(),
+        [command, packages @ ..] if command == "figures" => figures(packages),
         _ => usage(),
     }
 }
@@ -22,6 +23,7 @@ fn usage() -> ExitCode {
     eprintln!("usage: cargo chapter <N>          runs every test of chapter N");
     eprintln!("       cargo loom                 runs the loom model checks (--cfg loom)");
     eprintln!("       book check-links <book/>   checks the built book's internal links");
+    eprintln!("       book figures [listing-NN-MM…] redraws the thread timelines in src/figures/");
     ExitCode::from(2)
 }
 
@@ -134,6 +136,57 @@ fn check_links(dir: &Path) -> ExitCode {
         eprintln!("broken link: {broken}");
     }
     if report.broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Redraws `src/figures/<package>.svg` from a fresh run of each listing
+/// named, or of every listing that already has a figure.
+fn figures(packages: &[String]) -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("src/figures");
+    let mut packages = packages.to_vec();
+    if packages.is_empty() {
+        packages = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".svg").map(str::to_string)
+            })
+            .collect();
+        packages.sort();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut ok = true;
+    for package in &packages {
+        match book_tools::timeline::draw_from_a_fresh_run(
+            Path::new(&cargo),
+            &root,
+            package,
+            std::time::Duration::from_secs(300),
+        ) {
+            Ok(svg) => {
+                let path = dir.join(format!("{package}.svg"));
+                let _ = std::fs::create_dir_all(&dir);
+                match std::fs::write(&path, svg) {
+                    Ok(()) => eprintln!("drew {}", path.display()),
+                    Err(e) => {
+                        eprintln!("cannot write {}: {e}", path.display());
+                        ok = false;
+                    }
+                }
+            }
+            Err(why) => {
+                eprintln!("{why}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

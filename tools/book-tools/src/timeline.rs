@@ -1,0 +1,421 @@
+//! Thread timelines: the figures of Part II, drawn from the events a real run
+//! of a listing recorded (`AWD_TIMELINE`, see `awd::waits`), and the check
+//! that a figure still says what a fresh run records.
+//!
+//! A timeline is a sequence diagram: one column per thread, in the order the
+//! threads first appear; time flows down, one row per event. A box on a
+//! thread's line is something it is running (a callback, an inline
+//! continuation); a red bar is the thread blocked, with what it waits for
+//! written beside it; the watchdog's conclusion is written at the bottom.
+//! The SVG is meant to be inlined in a chapter, so it carries no colours of
+//! its own: `theme/listings.css` styles its classes for every theme.
+
+use std::fmt::Write as _;
+
+/// One recorded event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Microseconds since the program's first event.
+    pub micros: u64,
+    /// The thread it happened on.
+    pub thread: String,
+    /// What happened.
+    pub kind: Kind,
+}
+
+/// The kinds of events a timeline draws.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The thread starts running something.
+    Begin(String),
+    /// The thread finishes the innermost thing it began.
+    End,
+    /// The thread blocks, waiting for something.
+    Blocked(String),
+    /// The thread stops being blocked.
+    Unblocked,
+    /// Something happens at an instant.
+    Mark(String),
+}
+
+/// Parses the tab-separated lines `awd::waits::write_timeline_if_asked`
+/// writes: microseconds, thread, kind, and (for some kinds) a text.
+pub fn parse(tsv: &str) -> Result<Vec<Event>, String> {
+    let mut events = Vec::new();
+    for (index, line) in tsv.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let bad = || format!("timeline line {}: cannot read {line:?}", index + 1);
+        let (micros, thread, kind) = match fields.as_slice() {
+            [micros, thread, kind, ..] => (micros.parse().map_err(|_| bad())?, thread, kind),
+            _ => return Err(bad()),
+        };
+        let text = || fields.get(3).map(|t| t.to_string()).ok_or_else(bad);
+        let kind = match *kind {
+            "begin" => Kind::Begin(text()?),
+            "end" => Kind::End,
+            "blocked" => Kind::Blocked(text()?),
+            "unblocked" => Kind::Unblocked,
+            "mark" => Kind::Mark(text()?),
+            _ => return Err(bad()),
+        };
+        events.push(Event {
+            micros,
+            thread: thread.to_string(),
+            kind,
+        });
+    }
+    Ok(events)
+}
+
+/// What a blocked thread waits for, as a figure writes it.
+fn waits_for(text: &str) -> String {
+    if let Some(rest) = text.strip_prefix("work that only thread ") {
+        let name = rest.strip_suffix(" can run").unwrap_or(rest);
+        return format!("blocked: waits for thread {name}");
+    }
+    if let Some(rest) = text.strip_prefix("the lock ") {
+        return match rest.split_once(", held by thread ") {
+            Some((lock, holder)) => format!("blocked: waits for lock {lock}, held by {holder}"),
+            None => format!("blocked: waits for lock {rest}"),
+        };
+    }
+    format!("blocked: waits for {text}")
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const LEFT: usize = 84;
+const COLUMN: usize = 300;
+const TOP: usize = 56;
+const ROW: usize = 24;
+
+/// The label each event gets in a figure.
+fn label(kind: &Kind) -> Option<String> {
+    match kind {
+        Kind::Begin(what) => Some(format!("runs {what}")),
+        Kind::End => Some("returns".to_string()),
+        Kind::Blocked(what) => Some(waits_for(what)),
+        Kind::Unblocked => Some("unblocked".to_string()),
+        Kind::Mark(what) => Some(what.clone()),
+    }
+}
+
+/// Draws `events` as an SVG sequence diagram. `verdict` holds the lines of
+/// the watchdog's conclusion (empty when the run completed); `title` names
+/// the figure for screen readers.
+pub fn render(events: &[Event], verdict: &[String], title: &str) -> String {
+    let mut threads: Vec<&str> = Vec::new();
+    for event in events {
+        if !threads.contains(&event.thread.as_str()) {
+            threads.push(&event.thread);
+        }
+    }
+    let rows = events.len();
+    let bottom = TOP + rows * ROW + 8;
+    let width = LEFT + threads.len() * COLUMN + 110;
+    let height = bottom + 14 + verdict.len() * 18 + 8;
+    let column = |thread: &str| {
+        let index = threads.iter().position(|t| *t == thread).unwrap_or(0);
+        LEFT + index * COLUMN + 20
+    };
+    let row_y = |row: usize| TOP + row * ROW + ROW / 2;
+
+    let mut svg = String::new();
+    let description = if verdict.is_empty() {
+        format!("{title}: every thread ran to the end.")
+    } else {
+        verdict.join(" ")
+    };
+    let _ = write!(
+        svg,
+        "<svg class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" \
+         width=\"{width}\" height=\"{height}\" role=\"img\" aria-labelledby=\"{id}-title {id}-desc\">\n\
+         <title id=\"{id}-title\">{title}</title>\n<desc id=\"{id}-desc\">{desc}</desc>\n",
+        id = title
+            .to_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-"),
+        title = escape(title),
+        desc = escape(&description),
+    );
+    // Thread headers and lifelines.
+    for thread in &threads {
+        let x = column(thread);
+        let _ = writeln!(
+            svg,
+            "<rect class=\"header\" x=\"{}\" y=\"8\" width=\"{}\" height=\"28\" rx=\"4\"/>\
+             <text class=\"thread\" x=\"{}\" y=\"27\">thread {}</text>\
+             <line class=\"lifeline\" x1=\"{x}\" y1=\"36\" x2=\"{x}\" y2=\"{bottom}\"/>",
+            x - 16,
+            COLUMN - 40,
+            x - 8,
+            escape(thread),
+        );
+    }
+    let _ = writeln!(svg, "<text class=\"time\" x=\"4\" y=\"27\">time</text>");
+    // Spans: what each thread runs, and where it blocks.
+    let mut open: Vec<(String, usize, usize)> = Vec::new(); // thread, row, depth
+    let mut blocked: Vec<(String, usize)> = Vec::new();
+    let mut depth_of = std::collections::HashMap::<String, usize>::new();
+    let mut spans = String::new();
+    let mut labels = String::new();
+    let first = events.first().map_or(0, |e| e.micros);
+    for (row, event) in events.iter().enumerate() {
+        let x = column(&event.thread);
+        let y = row_y(row);
+        let depth = *depth_of.get(&event.thread).unwrap_or(&0);
+        match &event.kind {
+            Kind::Begin(_) => {
+                open.push((event.thread.clone(), row, depth));
+                depth_of.insert(event.thread.clone(), depth + 1);
+            }
+            Kind::End => {
+                if let Some(at) = open.iter().rposition(|(t, _, _)| *t == event.thread) {
+                    let (_, start, d) = open.remove(at);
+                    let _ = writeln!(
+                        spans,
+                        "<rect class=\"activity\" x=\"{}\" y=\"{}\" width=\"10\" height=\"{}\"/>",
+                        x - 5 + d * 6,
+                        row_y(start) - 6,
+                        row_y(row) - row_y(start) + 12
+                    );
+                    depth_of.insert(event.thread.clone(), d);
+                }
+            }
+            Kind::Blocked(_) => blocked.push((event.thread.clone(), row)),
+            Kind::Unblocked => {
+                if let Some(at) = blocked.iter().rposition(|(t, _)| *t == event.thread) {
+                    let (_, start) = blocked.remove(at);
+                    let _ = writeln!(
+                        spans,
+                        "<line class=\"blocked\" x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{y}\"/>",
+                        row_y(start)
+                    );
+                }
+            }
+            Kind::Mark(_) => {
+                let _ = writeln!(
+                    spans,
+                    "<circle class=\"mark\" cx=\"{}\" cy=\"{y}\" r=\"3\"/>",
+                    x + depth * 6
+                );
+            }
+        }
+        let shift = match event.kind {
+            Kind::Begin(_) => depth,
+            _ => depth.saturating_sub(usize::from(matches!(event.kind, Kind::End))),
+        };
+        let _ = writeln!(
+            labels,
+            "<text class=\"time\" x=\"4\" y=\"{}\">+{:.2} ms</text>\
+             <text class=\"label\" x=\"{}\" y=\"{}\">{}</text>",
+            y + 4,
+            (event.micros - first) as f64 / 1000.0,
+            x + 14 + shift * 6,
+            y + 4,
+            escape(&label(&event.kind).unwrap_or_default()),
+        );
+    }
+    // Whatever is still running or blocked at the end never returned.
+    for (thread, start, d) in open {
+        let x = column(&thread);
+        let _ = writeln!(
+            spans,
+            "<rect class=\"activity unfinished\" x=\"{}\" y=\"{}\" width=\"10\" height=\"{}\"/>",
+            x - 5 + d * 6,
+            row_y(start) - 6,
+            bottom - row_y(start) + 6
+        );
+    }
+    for (thread, start) in blocked {
+        let x = column(&thread);
+        let _ = writeln!(
+            spans,
+            "<line class=\"blocked\" x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{bottom}\"/>",
+            row_y(start)
+        );
+    }
+    svg.push_str(&spans);
+    svg.push_str(&labels);
+    for (index, line) in verdict.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            "<text class=\"verdict\" x=\"{LEFT}\" y=\"{}\">{}</text>",
+            bottom + 18 + index * 18,
+            escape(line)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The texts of a figure that say something (labels, thread names and the
+/// verdict), sorted: what a figure must keep saying when it is redrawn from
+/// a fresh run. Times and positions are left out: they change every run.
+pub fn statements(svg: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for class in ["label", "thread", "verdict"] {
+        let open = format!("<text class=\"{class}\"");
+        for (at, _) in svg.match_indices(&open) {
+            let rest = &svg[at..];
+            let Some(start) = rest.find('>') else {
+                continue;
+            };
+            let Some(end) = rest.find("</text>") else {
+                continue;
+            };
+            found.push(format!("{class}: {}", &rest[start + 1..end]));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The verdict lines of a watchdog report (`awd::watchdog::run` writes them
+/// to standard error): its first line's conclusion and the `=>` lines.
+pub fn verdict(stderr: &str) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut in_conclusion = false;
+    for line in stderr.lines() {
+        if let Some(rest) = line.strip_prefix("watchdog: ") {
+            in_conclusion = false;
+            if let Some((_, conclusion)) = rest.split_once(" ms: ") {
+                lines.push(format!("watchdog: {conclusion}"));
+            }
+        } else if let Some(rest) = line.trim().strip_prefix("=> ") {
+            in_conclusion = true;
+            lines.push(rest.to_string());
+        } else if in_conclusion && line.starts_with("      ") {
+            // A wrapped continuation of the conclusion.
+            if let Some(last) = lines.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else {
+            in_conclusion = false;
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awd::watchdog::TestLimit;
+
+    const RUN: &str = "17\tserver\tmark\treceive #1 pending\n\
+                       51\tawd-io\tbegin\tthe callback of receive #1\n\
+                       67\tawd-io\tblocked\treceive #2\n\
+                       79\tserver\tblocked\twork that only thread `awd-io` can run\n";
+
+    #[test]
+    fn a_recorded_run_becomes_a_figure_with_its_statements() {
+        let _limit = TestLimit::seconds(5);
+        let events = parse(RUN).unwrap();
+        assert_eq!(events.len(), 4);
+        let verdict = vec!["a cycle: `awd-io` → `awd-io`".to_string()];
+        let svg = render(&events, &verdict, "Listing 3-1");
+        assert!(
+            !svg.contains("\n\n"),
+            "an inlined SVG must have no blank line"
+        );
+        let said = statements(&svg);
+        assert!(said.contains(&"label: blocked: waits for receive #2".to_string()));
+        assert!(said.contains(&"label: blocked: waits for thread `awd-io`".to_string()));
+        assert!(said.contains(&"thread: thread awd-io".to_string()));
+        assert!(said.contains(&"verdict: a cycle: `awd-io` → `awd-io`".to_string()));
+        assert!(svg.contains("class=\"activity unfinished\""));
+    }
+
+    #[test]
+    fn the_order_of_events_does_not_change_the_statements() {
+        let _limit = TestLimit::seconds(5);
+        let mut events = parse(RUN).unwrap();
+        let first = statements(&render(&events, &[], "x"));
+        events.swap(2, 3);
+        assert_eq!(statements(&render(&events, &[], "x")), first);
+    }
+
+    #[test]
+    fn bad_lines_and_verdicts_are_read_carefully() {
+        let _limit = TestLimit::seconds(5);
+        assert!(parse("x\ty\n").is_err());
+        assert!(parse("1\tt\tbegin\n").is_err());
+        let report = "watchdog: `ui` did not finish within 300 ms: deadlock\n  thread ...\n  => a cycle: `ui` → `ui`. None of them can move: a deadlock\n";
+        assert_eq!(
+            verdict(report),
+            vec![
+                "watchdog: deadlock".to_string(),
+                "a cycle: `ui` → `ui`. None of them can move: a deadlock".to_string()
+            ]
+        );
+    }
+}
+
+/// "Listing 3-1" for the package `listing-03-01`.
+pub fn listing_name(package: &str) -> String {
+    let numbers: Vec<String> = package
+        .trim_start_matches("listing-")
+        .split('-')
+        .map(|n| n.trim_start_matches('0').to_string())
+        .map(|n| if n.is_empty() { "0".to_string() } else { n })
+        .collect();
+    format!("Listing {}", numbers.join("-"))
+}
+
+/// Runs the listing `package` (from the book's root, with `cargo`), records
+/// its timeline, and draws it. Bounded: a run that outlives `limit` is
+/// stopped and is an error.
+pub fn draw_from_a_fresh_run(
+    cargo: &std::path::Path,
+    root: &std::path::Path,
+    package: &str,
+    limit: std::time::Duration,
+) -> Result<String, String> {
+    use std::io::Read;
+    let recorded =
+        std::env::temp_dir().join(format!("awd-timeline-{package}-{}.tsv", std::process::id()));
+    let mut child = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["run", "--quiet", "-p", package])
+        .env("AWD_TIMELINE", &recorded)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {package}: {e}"))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{package} was still running after {limit:?}"));
+            }
+        }
+    }
+    let stderr = reader.join().unwrap_or_default();
+    let tsv = std::fs::read_to_string(&recorded)
+        .map_err(|e| format!("{package} recorded no timeline ({e}); its output:\n{stderr}"))?;
+    let _ = std::fs::remove_file(&recorded);
+    let events = parse(&tsv)?;
+    let title = format!("{}: thread timeline", listing_name(package));
+    Ok(render(&events, &verdict(&stderr), &title))
+}
