@@ -305,60 +305,6 @@ pub fn verdict(stderr: &str) -> Vec<String> {
     lines
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use awd::watchdog::TestLimit;
-
-    const RUN: &str = "17\tserver\tmark\treceive #1 pending\n\
-                       51\tawd-io\tbegin\tthe callback of receive #1\n\
-                       67\tawd-io\tblocked\treceive #2\n\
-                       79\tserver\tblocked\twork that only thread `awd-io` can run\n";
-
-    #[test]
-    fn a_recorded_run_becomes_a_figure_with_its_statements() {
-        let _limit = TestLimit::seconds(5);
-        let events = parse(RUN).unwrap();
-        assert_eq!(events.len(), 4);
-        let verdict = vec!["a cycle: `awd-io` → `awd-io`".to_string()];
-        let svg = render(&events, &verdict, "Listing 3-1");
-        assert!(
-            !svg.contains("\n\n"),
-            "an inlined SVG must have no blank line"
-        );
-        let said = statements(&svg);
-        assert!(said.contains(&"label: blocked: waits for receive #2".to_string()));
-        assert!(said.contains(&"label: blocked: waits for thread `awd-io`".to_string()));
-        assert!(said.contains(&"thread: thread awd-io".to_string()));
-        assert!(said.contains(&"verdict: a cycle: `awd-io` → `awd-io`".to_string()));
-        assert!(svg.contains("class=\"activity unfinished\""));
-    }
-
-    #[test]
-    fn the_order_of_events_does_not_change_the_statements() {
-        let _limit = TestLimit::seconds(5);
-        let mut events = parse(RUN).unwrap();
-        let first = statements(&render(&events, &[], "x"));
-        events.swap(2, 3);
-        assert_eq!(statements(&render(&events, &[], "x")), first);
-    }
-
-    #[test]
-    fn bad_lines_and_verdicts_are_read_carefully() {
-        let _limit = TestLimit::seconds(5);
-        assert!(parse("x\ty\n").is_err());
-        assert!(parse("1\tt\tbegin\n").is_err());
-        let report = "watchdog: `ui` did not finish within 300 ms: deadlock\n  thread ...\n  => a cycle: `ui` → `ui`. None of them can move: a deadlock\n";
-        assert_eq!(
-            verdict(report),
-            vec![
-                "watchdog: deadlock".to_string(),
-                "a cycle: `ui` → `ui`. None of them can move: a deadlock".to_string()
-            ]
-        );
-    }
-}
-
 /// "Listing 3-1" for the package `listing-03-01`.
 pub fn listing_name(package: &str) -> String {
     let numbers: Vec<String> = package
@@ -418,4 +364,58 @@ pub fn draw_from_a_fresh_run(
     let events = parse(&tsv)?;
     let title = format!("{}: thread timeline", listing_name(package));
     Ok(render(&events, &verdict(&stderr), &title))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awd::watchdog::TestLimit;
+
+    const RUN: &str = "17\tserver\tmark\treceive #1 pending\n\
+                       51\tawd-io\tbegin\tthe callback of receive #1\n\
+                       67\tawd-io\tblocked\treceive #2\n\
+                       79\tserver\tblocked\twork that only thread `awd-io` can run\n";
+
+    #[test]
+    fn a_recorded_run_becomes_a_figure_with_its_statements() {
+        let _limit = TestLimit::seconds(5);
+        let events = parse(RUN).unwrap();
+        assert_eq!(events.len(), 4);
+        let verdict = vec!["a cycle: `awd-io` → `awd-io`".to_string()];
+        let svg = render(&events, &verdict, "Listing 3-1");
+        assert!(
+            !svg.contains("\n\n"),
+            "an inlined SVG must have no blank line"
+        );
+        let said = statements(&svg);
+        assert!(said.contains(&"label: blocked: waits for receive #2".to_string()));
+        assert!(said.contains(&"label: blocked: waits for thread `awd-io`".to_string()));
+        assert!(said.contains(&"thread: thread awd-io".to_string()));
+        assert!(said.contains(&"verdict: a cycle: `awd-io` → `awd-io`".to_string()));
+        assert!(svg.contains("class=\"activity unfinished\""));
+    }
+
+    #[test]
+    fn the_order_of_events_does_not_change_the_statements() {
+        let _limit = TestLimit::seconds(5);
+        let mut events = parse(RUN).unwrap();
+        let first = statements(&render(&events, &[], "x"));
+        events.swap(2, 3);
+        assert_eq!(statements(&render(&events, &[], "x")), first);
+    }
+
+    #[test]
+    fn bad_lines_and_verdicts_are_read_carefully() {
+        let _limit = TestLimit::seconds(5);
+        assert!(parse("x\ty\n").is_err());
+        assert!(parse("1\tt\tbegin\n").is_err());
+        let report = "watchdog: `ui` did not finish within 300 ms: deadlock\n  thread ...\n  => a cycle: `ui` → `ui`. None of them can move: a deadlock\n";
+        assert_eq!(
+            verdict(report),
+            vec![
+                "watchdog: deadlock".to_string(),
+                "a cycle: `ui` → `ui`. None of them can move: a deadlock".to_string()
+            ]
+        );
+    }
 }
