@@ -40,12 +40,16 @@ use std::{
     thread,
 };
 
+/// The name of the threads that run asynchronous continuations.
+pub const CONTINUATION_THREAD_NAME: &str = "awd-continuation";
+
 /// Where continuations run when the result arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Continuations {
     /// On the completing thread, inside `set_result`.
     Inline,
-    /// On a new thread; `set_result` returns at once.
+    /// On a new thread (named [`CONTINUATION_THREAD_NAME`]); `set_result`
+    /// returns at once.
     Asynchronous,
 }
 
@@ -199,7 +203,12 @@ fn complete<T: Send + 'static>(
                 }
                 Continuations::Asynchronous => {
                     waits::mark("`set_result` hands the continuation to a new thread");
-                    thread::spawn(move || continuation(result));
+                    // Out of threads, the continuation would be lost: a
+                    // loud failure on the completer beats a silent hang.
+                    thread::Builder::new()
+                        .name(CONTINUATION_THREAD_NAME.into())
+                        .spawn(move || continuation(result))
+                        .expect("the system could not start a thread for a continuation");
                 }
             }
         }

@@ -9,6 +9,9 @@
 //! - [`bridge`]: the receive bridges built on it (chapters 2 and 3);
 //! - [`socket`]: a completion-style socket API on real loopback TCP, with one
 //!   I/O thread that runs every callback (chapter 1 introduces it);
+//! - [`reactor_socket`]: the same receive contract driven by tokio's own
+//!   reactor, with callbacks on the runtime's thread and no I/O thread
+//!   (chapter 10);
 //! - [`frame`]: the sensor protocol, a length-prefixed reading per frame;
 //! - [`watchdog`]: runs a scenario on a thread of its own and reports, within a
 //!   bounded time, either its result or why it is stuck; also the per-test
@@ -19,6 +22,7 @@
 pub mod bridge;
 pub mod completion_source;
 pub mod frame;
+pub mod reactor_socket;
 pub mod socket;
 pub mod waits;
 pub mod watchdog;
