@@ -16,7 +16,7 @@ use std::time::Duration;
 use awd::bridge;
 use awd::frame::{Decoder, FrameError, Reading};
 use awd::socket::{CallbackSocket, IoThread};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::time;
 
 // ANCHOR: server
@@ -30,6 +30,12 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Each connection's receive buffer, reused by every receive.
 const BUFFER_LEN: usize = 4096;
+
+/// How many connections the kernel may hold, handshake done, for the accept
+/// loop to take. The usual default of 128 overflows when a thousand sensors
+/// connect at once, and a client whose handshake is dropped tries again only
+/// a second later.
+const BACKLOG: u32 = 1024;
 
 /// How long the accept loop waits after a failed accept (the process is out
 /// of file descriptors, say) before it tries again.
@@ -114,6 +120,17 @@ async fn serve_connection(
 // ANCHOR_END: connection
 
 // ANCHOR: accept
+/// Opens the listening socket, with room for [`BACKLOG`] connections.
+pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?; // restart at once, as std's listeners do
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
 /// Accepts connections for ever, each served by a task of its own.
 pub async fn serve(
     listener: TcpListener,
@@ -201,7 +218,7 @@ impl Sink for Log {
 async fn main() -> io::Result<()> {
     let address = address(std::env::args().nth(1))?;
     let io = IoThread::start()?;
-    let listener = TcpListener::bind(address).await?;
+    let listener = listen(address)?;
     println!(
         "listening on {}; a client silent for {READ_TIMEOUT:?} is dropped",
         listener.local_addr()?
@@ -272,7 +289,7 @@ mod tests {
 
     /// A server on a loopback port of its own, and what it reports.
     async fn start(read_timeout: Duration) -> (SocketAddr, Reports) {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         let address = listener.local_addr().unwrap();
         let (events, reported) = unbounded_channel();
         let io = IoThread::start().unwrap();
