@@ -96,6 +96,19 @@ fn every_include_is_resolved() {
 }
 
 #[test]
+fn play_buttons_only_where_the_playground_can_run_the_block() {
+    let _limit = TestLimit::seconds(10);
+    let mut errors = Vec::new();
+    for entry in fs::read_dir(out_dir().join("expanded")).expect("build.rs expanded the book") {
+        let path = entry.expect("a file").path();
+        let text = fs::read_to_string(&path).expect("an expanded chapter");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        errors.extend(fences::check_playground(&name, &text).iter().map(|e| e.to_string()));
+    }
+    assert!(errors.is_empty(), "\n{}", errors.join("\n"));
+}
+
+#[test]
 fn every_rust_block_became_a_test() {
     let _limit = TestLimit::seconds(10);
     let mut blocks = 0;

@@ -410,6 +410,58 @@ pub fn check(file: &str, markdown: &str, not_run_lines: &[usize]) -> Vec<RuleErr
     errors
 }
 
+/// Crates a block may use and still run on the Rust Playground, which
+/// offers the most used crates of crates.io but not this book's own.
+const LOCAL_ONLY: [&str; 3] = ["awd::", "use awd", "loom::"];
+
+/// True when the program in `code` (a block as expanded, hidden lines
+/// included) needs a crate the Rust Playground does not have, so its play
+/// button would lead to a compile error. Test modules (`#[cfg(test)]`, last
+/// in every listing) are not compiled by a normal run and do not count.
+pub fn needs_local_crates(code: &str) -> bool {
+    let program = code
+        .lines()
+        .take_while(|line| line.trim_start_matches('#').trim() != "#[cfg(test)]")
+        .collect::<Vec<_>>()
+        .join("\n");
+    LOCAL_ONLY.iter().any(|name| {
+        program.match_indices(name).any(|(at, _)| {
+            // A whole word: `awd::`, not `xawd::`.
+            at == 0 || !program[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// The playground rule for one chapter (as expanded): a Rust block that
+/// needs the book's local crates must say `noplayground` (its caption gives
+/// the local command), and one that does not must keep its play button.
+pub fn check_playground(file: &str, expanded: &str) -> Vec<RuleError> {
+    let lines: Vec<&str> = expanded.lines().collect();
+    let mut errors = Vec::new();
+    for fence in scan(expanded) {
+        if !fence.is_rust() {
+            continue;
+        }
+        let end = fence.close_line.unwrap_or(lines.len() + 1) - 1;
+        let code = lines[fence.line..end.max(fence.line)].join("\n");
+        let local = needs_local_crates(&code);
+        let marked = fence.words().contains(&"noplayground");
+        let message = match (local, marked) {
+            (true, false) => "this block uses the book's own crates (awd, loom), which the Rust \
+                              Playground does not have: add `noplayground` to its fence",
+            (false, true) => "this block needs only Playground crates: drop `noplayground` so \
+                              readers keep the play button",
+            _ => continue,
+        };
+        errors.push(RuleError {
+            file: file.to_string(),
+            line: fence.line,
+            message: message.to_string(),
+        });
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +519,21 @@ untagged
         let no_run = "```rust,no_run\nfn main() {}\n```\n";
         assert_eq!(check("ch.md", no_run, &[]).len(), 1);
         assert!(check("ch.md", no_run, &[1]).is_empty());
+    }
+
+    #[test]
+    fn only_programs_that_need_local_crates_lose_the_play_button() {
+        let _limit = TestLimit::seconds(5);
+        assert!(needs_local_crates("use awd::socket::IoThread;\nfn main() {}"));
+        assert!(needs_local_crates("fn main() { loom::model(|| {}); }"));
+        assert!(!needs_local_crates("fn main() {}\n# #[cfg(test)]\n# mod tests { use awd::x; }"));
+        assert!(!needs_local_crates("fn main() { let rawd::x = 1; }"));
+        let wrong = "```rust\nuse awd::frame;\nfn main() {}\n```\n";
+        assert_eq!(check_playground("ch.md", wrong).len(), 1);
+        let right = "```rust,noplayground\nuse awd::frame;\nfn main() {}\n```\n";
+        assert!(check_playground("ch.md", right).is_empty());
+        let needless = "```rust,noplayground\nfn main() {}\n```\n";
+        assert_eq!(check_playground("ch.md", needless).len(), 1);
     }
 
     #[test]

@@ -1,31 +1,24 @@
-//! The load test: the finished server of Listing 11-1 under a thousand
-//! concurrent sensors on loopback, plus clients that misbehave in every way
-//! the protocol allows. Every frame is accounted for by (sensor, sequence),
-//! and the time from sending a frame to the server decoding it is measured on
-//! one clock, since both sides run in this process.
+//! The sensor server, finished: chapter 1's callback-based socket API behind
+//! the waker-based bridge, one task per connection on a multi-threaded tokio
+//! runtime, a time limit on every read, and every way a client can misbehave
+//! turned into a reason to drop that client and no other.
 //!
-//! `cargo run -p listing-11-02` runs the default load; `-- 200 50` runs 200
-//! sensors of 50 frames each.
+//! `cargo run -p listing-11-01` listens on 127.0.0.1:7878 until stopped;
+//! `cargo run -p listing-11-01 -- 0.0.0.0:7878` listens on every interface.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use awd::bridge;
 use awd::frame::{Decoder, FrameError, Reading};
 use awd::socket::{CallbackSocket, IoThread};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-use tokio::sync::Barrier;
-use tokio::time::{self, MissedTickBehavior};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::time;
 
-// The server, exactly as Listing 11-1 has it (a test below compares the two).
 // ANCHOR: server
 // ANCHOR: limits
 /// Where the server listens unless told otherwise: loopback only. Listening
@@ -181,719 +174,271 @@ pub async fn serve(
 // ANCHOR_END: accept
 // ANCHOR_END: server
 
-// ANCHOR: load
-/// The load: how many sensors, how many frames each, and how often.
-#[derive(Clone, Copy, Debug)]
-struct Load {
-    sensors: u16,
-    frames: u32,
-    interval: Duration,
-    /// The server's read timeout in this run: short, so that the silent
-    /// client is dropped within the run, and still many intervals long.
-    read_timeout: Duration,
+// ANCHOR: main
+/// The address to listen on: the first argument, or loopback.
+fn address(argument: Option<String>) -> io::Result<SocketAddr> {
+    let text = argument.unwrap_or_else(|| DEFAULT_ADDRESS.to_string());
+    text.parse().map_err(|e| {
+        let message = format!("`{text}` is not an address such as {DEFAULT_ADDRESS}: {e}");
+        io::Error::new(io::ErrorKind::InvalidInput, message)
+    })
 }
 
-const LOAD: Load = Load {
-    sensors: 1_000,
-    frames: 100,
-    interval: Duration::from_millis(20),
-    read_timeout: Duration::from_secs(2),
-};
-
-/// The whole run must end within this, or the watchdog stops it.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-
-/// How long any one step of a client (a connect, a write, the server's
-/// close) may take before the client gives up and reports it.
-const CLIENT_PATIENCE: Duration = Duration::from_secs(15);
-// ANCHOR_END: load
-
-/// A sensor's temperature for one frame: any value the server could not
-/// guess, so that a frame delivered with another frame's payload shows.
-fn temperature(sensor: u16, sequence: u32) -> i32 {
-    let mixed = u32::from(sensor).wrapping_mul(7_919) ^ sequence.wrapping_mul(104_729);
-    -40_000 + (mixed % 100_000) as i32
+/// Prints how each connection ended and keeps the latest reading of each
+/// sensor. The table's lock is held for one insert or one lookup: never
+/// across an `.await`, and never while completing anything.
+#[derive(Default)]
+struct Log {
+    latest: Mutex<HashMap<u16, Reading>>,
+    last_of: Mutex<HashMap<SocketAddr, u16>>,
 }
 
-// ANCHOR: ledger
-/// Every frame of the run, by (sensor, sequence): when it was sent, when the
-/// server decoded it, and how many times. Atomics only: the server calls
-/// this from its connection tasks, which must not block.
-struct Ledger {
-    load: Load,
-    clock: Instant,
-    sent_at: Vec<AtomicU64>,
-    decoded_at: Vec<AtomicU64>,
-    copies: Vec<AtomicU32>,
-    /// Readings that match no frame a sensor sent.
-    strays: AtomicU64,
-    open: AtomicUsize,
-    peak_open: AtomicUsize,
-    /// When the last sensor connected, on the ledger's clock.
-    all_connected_at: AtomicU64,
-    ends: UnboundedSender<End>,
-}
-
-/// How the server says a connection ended.
-#[derive(Debug)]
-struct End {
-    peer: SocketAddr,
-    readings: u64,
-    how: Result<(), Dropped>,
-}
-
-impl Ledger {
-    fn new(load: Load, ends: UnboundedSender<End>) -> Ledger {
-        let frames = usize::from(load.sensors) * load.frames as usize;
-        let zeros = |n| (0..n).map(|_| AtomicU64::new(0)).collect();
-        Ledger {
-            load,
-            clock: Instant::now(),
-            sent_at: zeros(frames),
-            decoded_at: zeros(frames),
-            copies: (0..frames).map(|_| AtomicU32::new(0)).collect(),
-            strays: AtomicU64::new(0),
-            open: AtomicUsize::new(0),
-            peak_open: AtomicUsize::new(0),
-            all_connected_at: AtomicU64::new(0),
-            ends,
-        }
+impl Sink for Log {
+    fn connected(&self, peer: SocketAddr) {
+        println!("{peer}: connected");
     }
 
-    /// The frame's place in the ledger; sensors count from 1, sequences too.
-    fn slot(&self, sensor: u16, sequence: u32) -> Option<usize> {
-        let valid =
-            (1..=self.load.sensors).contains(&sensor) && (1..=self.load.frames).contains(&sequence);
-        valid.then(|| usize::from(sensor - 1) * self.load.frames as usize + (sequence - 1) as usize)
-    }
-
-    /// Nanoseconds on the ledger's clock (never 0, which means "not yet").
-    fn now(&self) -> u64 {
-        self.clock.elapsed().as_nanos().max(1) as u64
-    }
-
-    /// Called by a sensor just before it writes the frame.
-    fn sent(&self, sensor: u16, sequence: u32) {
-        if let Some(slot) = self.slot(sensor, sequence) {
-            self.sent_at[slot].store(self.now(), Ordering::Relaxed);
-        }
-    }
-}
-
-impl Sink for Ledger {
-    fn connected(&self, _peer: SocketAddr) {
-        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak_open.fetch_max(open, Ordering::Relaxed);
-    }
-
-    fn reading(&self, _peer: SocketAddr, reading: Reading) {
-        if reading.sensor == 0 {
-            return; // a misbehaving client's frame: the server's report counts it
-        }
-        let now = self.now();
-        let expected = temperature(reading.sensor, reading.sequence);
-        match self.slot(reading.sensor, reading.sequence) {
-            Some(slot) if reading.millidegrees == expected => {
-                if self.copies[slot].fetch_add(1, Ordering::Relaxed) == 0 {
-                    self.decoded_at[slot].store(now, Ordering::Relaxed);
-                }
-            }
-            _ => {
-                self.strays.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    fn reading(&self, peer: SocketAddr, reading: Reading) {
+        self.latest.lock().unwrap().insert(reading.sensor, reading);
+        self.last_of.lock().unwrap().insert(peer, reading.sensor);
     }
 
     fn ended(&self, peer: SocketAddr, readings: u64, how: Result<(), Dropped>) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-        let _ = self.ends.send(End {
-            peer,
-            readings,
-            how,
-        });
-    }
-}
-// ANCHOR_END: ledger
-
-// ANCHOR: sensor
-/// A well-behaved sensor: connects, waits until every sensor is connected,
-/// sends its frames one at a time at the load's pace, closes its side, and
-/// waits for the server to close the other.
-async fn sensor(
-    address: SocketAddr,
-    sensor: u16,
-    ledger: Arc<Ledger>,
-    all_connected: Arc<Barrier>,
-) -> io::Result<()> {
-    let connected = patiently(TcpStream::connect(address)).await;
-    if all_connected.wait().await.is_leader() {
-        // The last sensor is connected: a thousand open connections.
-        let now = ledger.now();
-        ledger.all_connected_at.store(now, Ordering::Relaxed);
-    }
-    let mut stream = connected?;
-    stream.set_nodelay(true)?;
-    let load = ledger.load;
-    // Sensors start spread over one interval rather than all at once.
-    let offset = load.interval * u32::from(sensor) / u32::from(load.sensors);
-    let mut ticks = time::interval_at(time::Instant::now() + offset, load.interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    for sequence in 1..=load.frames {
-        ticks.tick().await;
-        let frame = Reading {
-            sensor,
-            sequence,
-            millidegrees: temperature(sensor, sequence),
+        let sensor = self.last_of.lock().unwrap().remove(&peer);
+        let latest = sensor.and_then(|s| self.latest.lock().unwrap().get(&s).copied());
+        let latest = latest.map(|r| format!(", latest {r}")).unwrap_or_default();
+        match how {
+            Ok(()) => println!("{peer}: closed after {readings} readings{latest}"),
+            Err(why) => println!("{peer}: dropped after {readings} readings{latest}: {why}"),
         }
-        .encode();
-        ledger.sent(sensor, sequence);
-        patiently(stream.write_all(&frame)).await?;
-    }
-    stream.shutdown().await?;
-    let mut byte = [0u8; 1];
-    match patiently(stream.read(&mut byte)).await? {
-        0 => Ok(()),
-        _ => Err(io::Error::other("the server sent bytes; it never should")),
     }
 }
 
-/// Runs one step of a client, which must finish within [`CLIENT_PATIENCE`].
-async fn patiently<T>(step: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
-    time::timeout(CLIENT_PATIENCE, step)
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-}
-// ANCHOR_END: sensor
-
-// ANCHOR: misbehaving
-/// The clients that break the protocol, one of each kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Misbehaviour {
-    /// Sends one frame and seven bytes of the next, then disconnects.
-    LeavesMidFrame,
-    /// Announces a payload of 65,535 bytes.
-    OversizedLength,
-    /// Announces a payload of 4 bytes, which is no reading.
-    MalformedLength,
-    /// Connects and sends nothing.
-    Silent,
-}
-
-const MISBEHAVIOURS: [Misbehaviour; 4] = [
-    Misbehaviour::LeavesMidFrame,
-    Misbehaviour::OversizedLength,
-    Misbehaviour::MalformedLength,
-    Misbehaviour::Silent,
-];
-
-/// What a misbehaving client saw.
-#[derive(Debug)]
-struct Seen {
-    /// The client's own address, which the server's report names.
-    me: SocketAddr,
-    /// How long after its last byte the server closed the connection (`None`
-    /// for the client that leaves by itself).
-    closed_after: Option<Duration>,
-}
-
-async fn misbehave(address: SocketAddr, how: Misbehaviour) -> io::Result<Seen> {
-    let mut stream = patiently(TcpStream::connect(address)).await?;
-    let me = stream.local_addr()?;
-    let whole = |sequence| {
-        Reading {
-            sensor: 0, // no well-behaved sensor has number 0
-            sequence,
-            millidegrees: 0,
-        }
-        .encode()
-    };
-    let bytes = match how {
-        Misbehaviour::LeavesMidFrame => [&whole(1)[..], &whole(2)[..7]].concat(),
-        Misbehaviour::OversizedLength => vec![0xff, 0xff, 1, 2, 3],
-        Misbehaviour::MalformedLength => vec![0x00, 0x04, 1, 2, 3, 4],
-        Misbehaviour::Silent => Vec::new(),
-    };
-    stream.write_all(&bytes).await?;
-    if how == Misbehaviour::LeavesMidFrame {
-        let closed_after = None; // dropping the stream disconnects
-        return Ok(Seen { me, closed_after });
-    }
-    let last_byte = Instant::now();
-    let mut byte = [0u8; 1];
-    match patiently(stream.read(&mut byte)).await {
-        Ok(0) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-        Ok(_) => return Err(io::Error::other("the server sent bytes; it never should")),
-        Err(e) => return Err(e),
-    }
-    let closed_after = Some(last_byte.elapsed());
-    Ok(Seen { me, closed_after })
-}
-
-/// What the server must report for each misbehaving client.
-fn as_expected(how: Misbehaviour, end: &End, read_timeout: Duration) -> bool {
-    match (how, &end.how) {
-        (Misbehaviour::LeavesMidFrame, Err(Dropped::BadFrame(e))) => {
-            end.readings == 1 && *e == FrameError::Truncated { received: 7 }
-        }
-        (Misbehaviour::OversizedLength, Err(Dropped::BadFrame(e))) => {
-            end.readings == 0 && *e == FrameError::Oversized { length: 65_535 }
-        }
-        (Misbehaviour::MalformedLength, Err(Dropped::BadFrame(e))) => {
-            end.readings == 0 && *e == FrameError::Malformed { length: 4 }
-        }
-        (Misbehaviour::Silent, Err(Dropped::Silent(t))) => end.readings == 0 && *t == read_timeout,
-        _ => false,
-    }
-}
-// ANCHOR_END: misbehaving
-
-/// What one run found.
-#[derive(Debug)]
-struct Report {
-    load: Load,
-    address: SocketAddr,
-    sensors_failed: Vec<String>,
-    peak_open: usize,
-    all_connected_after: Duration,
-    sent: usize,
-    decoded: usize,
-    lost: usize,
-    duplicated: u64,
-    strays: u64,
-    ended_cleanly: usize,
-    latencies: Vec<Duration>,
-    wall: Duration,
-    misbehaving: Vec<(Misbehaviour, io::Result<Seen>)>,
-    ends: HashMap<SocketAddr, End>,
-}
-
-// ANCHOR: run
-/// Runs the server and every client, and tallies the ledger.
-fn run(load: Load) -> io::Result<Report> {
-    let started = Instant::now();
-    let server = runtime("server")?;
-    let clients = runtime("clients")?;
-    let (ends, mut ended) = unbounded_channel();
-    let ledger = Arc::new(Ledger::new(load, ends));
-    let listener = server.block_on(async { listen(SocketAddr::from(([127, 0, 0, 1], 0))) })?;
-    let address = listener.local_addr()?;
-    let sink: Arc<dyn Sink> = ledger.clone();
-    server.spawn(serve(listener, IoThread::start()?, load.read_timeout, sink));
-
-    let (sensors, misbehaving, ends) = clients.block_on(async {
-        let all_connected = Arc::new(Barrier::new(usize::from(load.sensors)));
-        let bad: Vec<_> = MISBEHAVIOURS
-            .iter()
-            .map(|&how| tokio::spawn(misbehave(address, how)))
-            .collect();
-        let good: Vec<_> = (1..=load.sensors)
-            .map(|id| {
-                let sensor = sensor(address, id, ledger.clone(), all_connected.clone());
-                tokio::spawn(sensor)
-            })
-            .collect();
-        let mut sensors = Vec::new();
-        for (id, task) in (1..=load.sensors).zip(good) {
-            sensors.push((id, task.await.map_err(io::Error::other).and_then(|r| r)));
-        }
-        let mut misbehaving = Vec::new();
-        for (how, task) in MISBEHAVIOURS.iter().zip(bad) {
-            misbehaving.push((*how, task.await.map_err(io::Error::other).and_then(|r| r)));
-        }
-        // Every connection's end, as the server reports it.
-        let mut ends = HashMap::new();
-        while ends.len() < usize::from(load.sensors) + MISBEHAVIOURS.len() {
-            match time::timeout(CLIENT_PATIENCE, ended.recv()).await {
-                Ok(Some(end)) => ends.insert(end.peer, end),
-                _ => break,
-            };
-        }
-        (sensors, misbehaving, ends)
-    });
-    let wall = started.elapsed();
-    clients.shutdown_timeout(Duration::from_secs(1));
-    server.shutdown_timeout(Duration::from_secs(1));
-    Ok(tally(&ledger, address, sensors, misbehaving, ends, wall))
-}
-
-/// A multi-threaded runtime of two workers, named after its side.
-fn runtime(name: &str) -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(name)
-        .enable_all()
-        .build()
-}
-// ANCHOR_END: run
-
-fn tally(
-    ledger: &Ledger,
-    address: SocketAddr,
-    sensors: Vec<(u16, io::Result<()>)>,
-    misbehaving: Vec<(Misbehaviour, io::Result<Seen>)>,
-    ends: HashMap<SocketAddr, End>,
-    wall: Duration,
-) -> Report {
-    let (mut sent, mut decoded, mut lost, mut duplicated) = (0, 0, 0, 0);
-    let mut latencies = Vec::new();
-    for slot in 0..ledger.copies.len() {
-        let sent_at = ledger.sent_at[slot].load(Ordering::Relaxed);
-        let copies = ledger.copies[slot].load(Ordering::Relaxed);
-        if sent_at > 0 {
-            sent += 1;
-        }
-        if copies > 0 {
-            decoded += 1;
-            duplicated += u64::from(copies - 1);
-            let decoded_at = ledger.decoded_at[slot].load(Ordering::Relaxed);
-            latencies.push(Duration::from_nanos(decoded_at.saturating_sub(sent_at)));
-        } else if sent_at > 0 {
-            lost += 1;
-        }
-    }
-    latencies.sort();
-    let ended_cleanly = ends
-        .values()
-        .filter(|e| e.how.is_ok() && e.readings == u64::from(ledger.load.frames))
-        .count();
-    Report {
-        load: ledger.load,
-        address,
-        sensors_failed: sensors
-            .into_iter()
-            .filter_map(|(id, r)| r.err().map(|e| format!("sensor {id}: {e}")))
-            .collect(),
-        peak_open: ledger.peak_open.load(Ordering::Relaxed),
-        all_connected_after: Duration::from_nanos(ledger.all_connected_at.load(Ordering::Relaxed)),
-        sent,
-        decoded,
-        lost,
-        duplicated,
-        strays: ledger.strays.load(Ordering::Relaxed),
-        ended_cleanly,
-        latencies,
-        wall,
-        misbehaving,
-        ends,
-    }
-}
-
-impl Report {
-    /// The latency below which `percent` of the frames were decoded.
-    fn percentile(&self, percent: usize) -> Duration {
-        let last = self.latencies.len().saturating_sub(1);
-        self.latencies
-            .get(last * percent / 100)
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// What the server reported for a misbehaving client's connection.
-    fn end_of(&self, client: &io::Result<Seen>) -> Option<&End> {
-        client
-            .as_ref()
-            .ok()
-            .and_then(|seen| self.ends.get(&seen.me))
-    }
-
-    /// Everything that went wrong; empty when the run passed.
-    fn problems(&self) -> Vec<String> {
-        let load = self.load;
-        let expected = usize::from(load.sensors) * load.frames as usize;
-        let mut problems = self.sensors_failed.clone();
-        if self.sent != expected {
-            problems.push(format!("{} frames sent, {expected} expected", self.sent));
-        }
-        if self.lost > 0 || self.duplicated > 0 || self.strays > 0 {
-            problems.push(format!(
-                "{} frames lost, {} duplicated, {} that no sensor sent",
-                self.lost, self.duplicated, self.strays
-            ));
-        }
-        if self.ended_cleanly != usize::from(load.sensors) {
-            problems.push(format!(
-                "{} of {} sensors ended cleanly with all their frames",
-                self.ended_cleanly, load.sensors
-            ));
-            let misbehaving: Vec<SocketAddr> = self
-                .misbehaving
-                .iter()
-                .filter_map(|(_, client)| client.as_ref().ok().map(|seen| seen.me))
-                .collect();
-            let mut reasons: HashMap<String, usize> = HashMap::new();
-            for end in self.ends.values() {
-                if let (Err(why), false) = (&end.how, misbehaving.contains(&end.peer)) {
-                    *reasons.entry(why.to_string()).or_default() += 1;
-                }
-            }
-            for (why, count) in reasons {
-                problems.push(format!("the server dropped {count} sensors: {why}"));
-            }
-        }
-        if self.peak_open < usize::from(load.sensors) {
-            problems.push(format!(
-                "at most {} connections were open at once, not {}",
-                self.peak_open, load.sensors
-            ));
-        }
-        for (how, client) in &self.misbehaving {
-            match (client, self.end_of(client)) {
-                (Err(e), _) => problems.push(format!("{how:?}: the client failed: {e}")),
-                (Ok(_), None) => problems.push(format!("{how:?}: the server never ended it")),
-                (Ok(seen), Some(end)) => {
-                    if !as_expected(*how, end, load.read_timeout) {
-                        problems.push(format!("{how:?}: unexpected end {:?}", end.how));
-                    }
-                    if *how != Misbehaviour::LeavesMidFrame && seen.closed_after.is_none() {
-                        problems.push(format!("{how:?}: the client never saw the close"));
-                    }
-                }
-            }
-        }
-        problems
-    }
-}
-
-/// A duration as a person reads it: `850µs`, `4.2ms`, `2.01s`.
-fn show(d: Duration) -> String {
-    if d < Duration::from_millis(1) {
-        format!("{}µs", d.as_micros())
-    } else if d < Duration::from_secs(1) {
-        format!("{:.1}ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{:.2}s", d.as_secs_f64())
-    }
-}
-
-/// `1 reading`, `0 readings`.
-fn plural(n: u64, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let load = self.load;
-        writeln!(
-            f,
-            "{} sensors x {} frames, one frame every {} each, and {} misbehaving clients",
-            load.sensors,
-            load.frames,
-            show(load.interval),
-            MISBEHAVIOURS.len()
-        )?;
-        writeln!(
-            f,
-            "server on {}, read timeout {}",
-            self.address,
-            show(load.read_timeout)
-        )?;
-        writeln!(
-            f,
-            "all sensors connected after {}",
-            show(self.all_connected_after)
-        )?;
-        writeln!(f, "frames sent        {}", self.sent)?;
-        writeln!(f, "frames decoded     {}", self.decoded)?;
-        writeln!(f, "lost               {}", self.lost)?;
-        writeln!(f, "duplicated         {}", self.duplicated)?;
-        writeln!(f, "sent by nobody     {}", self.strays)?;
-        writeln!(
-            f,
-            "sensors that ended cleanly: {} of {}",
-            self.ended_cleanly, load.sensors
-        )?;
-        writeln!(
-            f,
-            "send to decode     p50 {}, p99 {}, max {}",
-            show(self.percentile(50)),
-            show(self.percentile(99)),
-            show(self.latencies.last().copied().unwrap_or_default())
-        )?;
-        writeln!(f, "wall time          {}", show(self.wall))?;
-        writeln!(f, "misbehaving clients:")?;
-        for (how, client) in &self.misbehaving {
-            let name = match how {
-                Misbehaviour::LeavesMidFrame => "leaves mid-frame",
-                Misbehaviour::OversizedLength => "oversized length",
-                Misbehaviour::MalformedLength => "malformed length",
-                Misbehaviour::Silent => "silent",
-            };
-            let verdict = match self.end_of(client) {
-                Some(End {
-                    readings,
-                    how: Err(why),
-                    ..
-                }) => format!("dropped after {}: {why}", plural(*readings, "reading")),
-                Some(End { readings, .. }) => {
-                    format!("ended after {}", plural(*readings, "reading"))
-                }
-                None => "never ended by the server".to_string(),
-            };
-            let seen = match client {
-                Ok(Seen {
-                    closed_after: Some(after),
-                    ..
-                }) => format!("; closed {} after its last byte", show(*after)),
-                Ok(_) => String::new(),
-                Err(e) => format!("; the client failed: {e}"),
-            };
-            writeln!(f, "  {name:<17} {verdict}{seen}")?;
-        }
-        Ok(())
-    }
-}
-
-// ANCHOR: open_files
-/// Raises this process's limit of open files to `needed`, within the hard
-/// limit. Each connection costs two descriptors here, the sensor's and the
-/// server's, and the usual soft limit of 1,024 is too low for a thousand.
-#[cfg(unix)]
-fn allow_open_files(needed: u64) -> io::Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let needed = needed as libc::rlim_t;
-    if limit.rlim_cur >= needed {
-        return Ok(());
-    }
-    if limit.rlim_max != libc::RLIM_INFINITY && limit.rlim_max < needed {
-        return Err(io::Error::other(format!(
-            "this load needs {needed} open files and the hard limit is {}: \
-             raise it (`ulimit -Hn`), or run fewer sensors: \
-             `cargo run -p listing-11-02 -- 400`",
-            limit.rlim_max
-        )));
-    }
-    limit.rlim_cur = needed;
-    // SAFETY: setrlimit only reads the struct it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+#[tokio::main]
+async fn main() -> io::Result<()> {
+    let address = address(std::env::args().nth(1))?;
+    let io = IoThread::start()?;
+    let listener = listen(address)?;
+    println!(
+        "listening on {}; a client silent for {READ_TIMEOUT:?} is dropped",
+        listener.local_addr()?
+    );
+    serve(listener, io, READ_TIMEOUT, Arc::new(Log::default())).await;
     Ok(())
 }
-// ANCHOR_END: open_files
-
-#[cfg(not(unix))]
-fn allow_open_files(_needed: u64) -> io::Result<()> {
-    Ok(())
-}
-
-/// The load asked for on the command line: `[sensors] [frames]`.
-fn load_from(mut arguments: impl Iterator<Item = String>) -> Result<Load, String> {
-    let mut load = LOAD;
-    if let Some(sensors) = arguments.next() {
-        load.sensors = sensors.parse().ok().filter(|&n| n > 0).ok_or(format!(
-            "`{sensors}` is not a number of sensors (1 to 65535)"
-        ))?;
-    }
-    if let Some(frames) = arguments.next() {
-        load.frames = frames
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or(format!("`{frames}` is not a number of frames"))?;
-    }
-    Ok(load)
-}
-
-fn main() -> ExitCode {
-    let load = match load_from(std::env::args().skip(1)) {
-        Ok(load) => load,
-        Err(why) => {
-            eprintln!("{why}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let descriptors = 2 * (u64::from(load.sensors) + MISBEHAVIOURS.len() as u64) + 64;
-    if let Err(e) = allow_open_files(descriptors) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
-    let report = awd::watchdog::run("load test", RUN_LIMIT, move || run(load));
-    match report {
-        Ok(report) => {
-            print!("{report}");
-            let problems = report.problems();
-            for problem in &problems {
-                eprintln!("problem: {problem}");
-            }
-            if problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("the load test could not run: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
+// ANCHOR_END: main
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awd::watchdog::{watch, Outcome, TestLimit};
+    use awd::watchdog::TestLimit;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-    #[test]
-    fn a_thousand_sensors_lose_nothing_and_every_misbehaving_client_is_dropped() {
-        let _limit = TestLimit::seconds(120);
-        const { assert!(LOAD.sensors >= 1_000 && LOAD.frames >= 100) };
-        let descriptors = 2 * (u64::from(LOAD.sensors) + MISBEHAVIOURS.len() as u64) + 64;
-        allow_open_files(descriptors).expect("enough file descriptors");
-        let report = match watch("load test", RUN_LIMIT, || run(LOAD)) {
-            Outcome::Completed(report) => report.expect("the load test runs"),
-            other => panic!("the load test did not finish: {other:?}"),
-        };
-        println!("{report}");
-        assert_eq!(report.problems(), Vec::<String>::new());
-        assert_eq!((report.sent, report.decoded), (100_000, 100_000));
-        assert!(report.wall < RUN_LIMIT);
+    /// What a connection reported, in order.
+    #[derive(Debug)]
+    enum Event {
+        Reading(SocketAddr, Reading),
+        Ended(SocketAddr, u64, Result<(), Dropped>),
     }
 
-    #[test]
-    fn the_server_here_is_listing_11_1s_server() {
-        let _limit = TestLimit::seconds(5);
-        let region = |text: &str| {
-            let start = text
-                .find("// ANCHOR: server\n")
-                .expect("the server's start");
-            let end = text
-                .find("// ANCHOR_END: server\n")
-                .expect("the server's end");
-            text[start..end].to_string()
+    struct Recorder(UnboundedSender<Event>);
+
+    impl Sink for Recorder {
+        fn reading(&self, peer: SocketAddr, reading: Reading) {
+            let _ = self.0.send(Event::Reading(peer, reading));
+        }
+        fn ended(&self, peer: SocketAddr, readings: u64, how: Result<(), Dropped>) {
+            let _ = self.0.send(Event::Ended(peer, readings, how));
+        }
+    }
+
+    /// What the server reported, filed by connection.
+    struct Reports {
+        events: UnboundedReceiver<Event>,
+        readings: HashMap<SocketAddr, Vec<Reading>>,
+        ended: HashMap<SocketAddr, (u64, Result<(), Dropped>)>,
+    }
+
+    impl Reports {
+        /// The end of the connection from `peer`, and the readings it
+        /// delivered.
+        async fn end_of(&mut self, peer: SocketAddr) -> (Vec<Reading>, u64, Result<(), Dropped>) {
+            loop {
+                if let Some((count, how)) = self.ended.remove(&peer) {
+                    let readings = self.readings.remove(&peer).unwrap_or_default();
+                    return (readings, count, how);
+                }
+                let event = time::timeout(Duration::from_secs(5), self.events.recv())
+                    .await
+                    .expect("the server reports within 5 s")
+                    .expect("the server is running");
+                match event {
+                    Event::Reading(from, reading) => {
+                        self.readings.entry(from).or_default().push(reading)
+                    }
+                    Event::Ended(from, count, how) => {
+                        self.ended.insert(from, (count, how));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A server on a loopback port of its own, and what it reports.
+    async fn start(read_timeout: Duration) -> (SocketAddr, Reports) {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (events, reported) = unbounded_channel();
+        let io = IoThread::start().unwrap();
+        tokio::spawn(serve(
+            listener,
+            io,
+            read_timeout,
+            Arc::new(Recorder(events)),
+        ));
+        let reports = Reports {
+            events: reported,
+            readings: HashMap::new(),
+            ended: HashMap::new(),
         };
-        let here = include_str!("main.rs");
-        let there = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../listing-11-01/src/main.rs"
-        ))
-        .expect("Listing 11-1's file");
+        (address, reports)
+    }
+
+    fn frame(sensor: u16, sequence: u32) -> [u8; awd::frame::FRAME_LEN] {
+        Reading {
+            sensor,
+            sequence,
+            millidegrees: 21_000,
+        }
+        .encode()
+    }
+
+    /// Blocks until the server closes `client`'s connection; how long it took.
+    fn closed_by_server(mut client: TcpStream) -> Duration {
+        let started = Instant::now();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match client.read(&mut byte) {
+            Ok(0) => {}
+            Ok(_) => panic!("the server never sends anything"),
+            Err(e) => assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "still open"),
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sensor_that_closes_between_frames_ends_cleanly() {
+        let _limit = TestLimit::seconds(10);
+        let (address, mut reported) = start(READ_TIMEOUT).await;
+        let mut client = TcpStream::connect(address).unwrap();
+        let peer = client.local_addr().unwrap();
+        for sequence in 1..=3 {
+            client.write_all(&frame(7, sequence)).unwrap();
+        }
+        drop(client);
+        let (readings, count, how) = reported.end_of(peer).await;
+        assert_eq!(count, 3);
+        let sequences: Vec<u32> = readings.iter().map(|r| r.sequence).collect();
+        assert_eq!(sequences, [1, 2, 3]);
+        assert!(how.is_ok(), "{how:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_leaves_mid_frame_is_dropped_as_truncated() {
+        let _limit = TestLimit::seconds(10);
+        let (address, mut reported) = start(READ_TIMEOUT).await;
+        let mut client = TcpStream::connect(address).unwrap();
+        let peer = client.local_addr().unwrap();
+        client.write_all(&frame(7, 1)).unwrap();
+        client.write_all(&frame(7, 2)[..7]).unwrap();
+        drop(client);
+        let (_, count, how) = reported.end_of(peer).await;
+        assert_eq!(count, 1);
         assert!(
-            region(here) == region(&there),
-            "the server in this file differs from Listing 11-1's: copy it again"
+            matches!(
+                how,
+                Err(Dropped::BadFrame(FrameError::Truncated { received: 7 }))
+            ),
+            "{how:?}"
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_and_malformed_lengths_drop_the_client() {
+        let _limit = TestLimit::seconds(10);
+        let (address, mut reported) = start(READ_TIMEOUT).await;
+        for (header, expected) in [
+            ([0xff, 0xff], FrameError::Oversized { length: 65_535 }),
+            ([0x00, 0x04], FrameError::Malformed { length: 4 }),
+        ] {
+            let mut client = TcpStream::connect(address).unwrap();
+            let peer = client.local_addr().unwrap();
+            client.write_all(&header).unwrap();
+            let (_, count, how) = reported.end_of(peer).await;
+            assert_eq!(count, 0);
+            assert!(
+                matches!(how, Err(Dropped::BadFrame(e)) if e == expected),
+                "{how:?}"
+            );
+            let waited = tokio::task::spawn_blocking(move || closed_by_server(client))
+                .await
+                .unwrap();
+            assert!(waited < Duration::from_secs(5));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_client_is_dropped_after_the_read_timeout_and_others_carry_on() {
+        let _limit = TestLimit::seconds(10);
+        let timeout = Duration::from_millis(300);
+        let (address, mut reported) = start(timeout).await;
+        let silent = TcpStream::connect(address).unwrap();
+        let silent_peer = silent.local_addr().unwrap();
+        let connected = Instant::now();
+        // Meanwhile a sensor sends a frame every 100 ms, well within the limit.
+        let mut sensor = TcpStream::connect(address).unwrap();
+        let sensor_peer = sensor.local_addr().unwrap();
+        let sending = std::thread::spawn(move || {
+            for sequence in 1..=8 {
+                sensor.write_all(&frame(9, sequence)).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let (_, count, how) = reported.end_of(silent_peer).await;
+        let after = connected.elapsed();
+        assert_eq!(count, 0);
+        assert!(
+            matches!(how, Err(Dropped::Silent(t)) if t == timeout),
+            "{how:?}"
+        );
+        assert!(
+            after >= timeout && after < Duration::from_secs(3),
+            "{after:?}"
+        );
+        tokio::task::spawn_blocking(move || closed_by_server(silent))
+            .await
+            .unwrap();
+        tokio::task::spawn_blocking(move || sending.join().unwrap())
+            .await
+            .unwrap();
+        let (readings, count, how) = reported.end_of(sensor_peer).await;
+        assert_eq!((readings.len(), count), (8, 8));
+        assert!(how.is_ok(), "{how:?}");
+    }
+
     #[test]
-    fn the_load_can_be_chosen_on_the_command_line() {
+    fn the_server_listens_on_loopback_unless_told_otherwise() {
         let _limit = TestLimit::seconds(5);
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let load = load_from(args(&["200", "50"]).into_iter()).unwrap();
-        assert_eq!((load.sensors, load.frames), (200, 50));
-        let load = load_from(args(&[]).into_iter()).unwrap();
-        assert_eq!((load.sensors, load.frames), (1_000, 100));
-        assert!(load_from(args(&["0"]).into_iter()).is_err());
-        assert!(load_from(args(&["70000"]).into_iter()).is_err());
+        let default = address(None).unwrap();
+        assert!(default.ip().is_loopback(), "{default}");
+        let everywhere = address(Some("0.0.0.0:7878".into())).unwrap();
+        assert!(everywhere.ip().is_unspecified());
+        let error = address(Some("seven".into())).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     }
 }
