@@ -3,8 +3,8 @@
 //! runtime, a time limit on every read, and every way a client can misbehave
 //! turned into a reason to drop that client and no other.
 //!
-//! `cargo run -p listing-11-01` listens on 127.0.0.1:7878 until stopped;
-//! `cargo run -p listing-11-01 -- 0.0.0.0:7878` listens on every interface.
+//! `cargo run -p listing-11-02` listens on 127.0.0.1:7878 until stopped;
+//! `cargo run -p listing-11-02 -- 0.0.0.0:7878` listens on every interface.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,28 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::time;
 
 // ANCHOR: server
-// ANCHOR: limits
-/// Where the server listens unless told otherwise: loopback only. Listening
-/// on other interfaces (`0.0.0.0:7878`) is a choice made on the command line.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7878";
-
-/// How long a connection may stay silent before the server drops it.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Each connection's receive buffer, reused by every receive.
-const BUFFER_LEN: usize = 4096;
-
-/// How many connections the kernel may hold, handshake done, for the accept
-/// loop to take. The usual default of 128 overflows when a thousand sensors
-/// connect at once, and a client whose handshake is dropped tries again only
-/// a second later.
-const BACKLOG: u32 = 1024;
-
-/// How long the accept loop waits after a failed accept (the process is out
-/// of file descriptors, say) before it tries again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-// ANCHOR_END: limits
-
+// ANCHOR: connection_task
 /// Why the server dropped a connection.
 #[derive(Debug)]
 pub enum Dropped {
@@ -76,17 +55,8 @@ impl From<io::Error> for Dropped {
     }
 }
 
-/// Where the server hands what its connections report. The methods run on
-/// the runtime's threads, inside connection tasks: they must not block.
-pub trait Sink: Send + Sync + 'static {
-    /// A connection was accepted.
-    fn connected(&self, _peer: SocketAddr) {}
-    /// A reading, as soon as it is decoded.
-    fn reading(&self, peer: SocketAddr, reading: Reading);
-    /// A connection ended after `readings` readings: `Ok` when the client
-    /// closed the stream between frames.
-    fn ended(&self, peer: SocketAddr, readings: u64, how: Result<(), Dropped>);
-}
+/// Each connection's receive buffer, reused by every receive.
+const BUFFER_LEN: usize = 4096;
 
 // ANCHOR: connection
 /// Serves one sensor until it closes the stream, misbehaves or falls silent.
@@ -118,6 +88,38 @@ async fn serve_connection(
     }
 }
 // ANCHOR_END: connection
+// ANCHOR_END: connection_task
+
+// ANCHOR: limits
+/// Where the server listens unless told otherwise: loopback only. Listening
+/// on other interfaces (`0.0.0.0:7878`) is a choice made on the command line.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7878";
+
+/// How long a connection may stay silent before the server drops it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections the kernel may hold, handshake done, for the accept
+/// loop to take. The usual default of 128 overflows when a thousand sensors
+/// connect at once, and a client whose handshake is dropped tries again only
+/// a second later.
+const BACKLOG: u32 = 1024;
+
+/// How long the accept loop waits after a failed accept (the process is out
+/// of file descriptors, say) before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+// ANCHOR_END: limits
+
+/// Where the server hands what its connections report. The methods run on
+/// the runtime's threads, inside connection tasks: they must not block.
+pub trait Sink: Send + Sync + 'static {
+    /// A connection was accepted.
+    fn connected(&self, _peer: SocketAddr) {}
+    /// A reading, as soon as it is decoded.
+    fn reading(&self, peer: SocketAddr, reading: Reading);
+    /// A connection ended after `readings` readings: `Ok` when the client
+    /// closed the stream between frames.
+    fn ended(&self, peer: SocketAddr, readings: u64, how: Result<(), Dropped>);
+}
 
 // ANCHOR: accept
 /// Opens the listening socket, with room for [`BACKLOG`] connections.
@@ -184,13 +186,12 @@ fn address(argument: Option<String>) -> io::Result<SocketAddr> {
     })
 }
 
-/// Prints how each connection ended and keeps the latest reading of each
-/// sensor. The table's lock is held for one insert or one lookup: never
-/// across an `.await`, and never while completing anything.
+/// Prints how each connection ends, with its latest reading. The table's
+/// lock is held for one insert or one removal: never across an `.await`, and
+/// never while completing anything (Chapter 3's lock variant).
 #[derive(Default)]
 struct Log {
-    latest: Mutex<HashMap<u16, Reading>>,
-    last_of: Mutex<HashMap<SocketAddr, u16>>,
+    latest: Mutex<HashMap<SocketAddr, Reading>>,
 }
 
 impl Sink for Log {
@@ -199,13 +200,11 @@ impl Sink for Log {
     }
 
     fn reading(&self, peer: SocketAddr, reading: Reading) {
-        self.latest.lock().unwrap().insert(reading.sensor, reading);
-        self.last_of.lock().unwrap().insert(peer, reading.sensor);
+        self.latest.lock().unwrap().insert(peer, reading);
     }
 
     fn ended(&self, peer: SocketAddr, readings: u64, how: Result<(), Dropped>) {
-        let sensor = self.last_of.lock().unwrap().remove(&peer);
-        let latest = sensor.and_then(|s| self.latest.lock().unwrap().get(&s).copied());
+        let latest = self.latest.lock().unwrap().remove(&peer);
         let latest = latest.map(|r| format!(", latest {r}")).unwrap_or_default();
         match how {
             Ok(()) => println!("{peer}: closed after {readings} readings{latest}"),
@@ -223,7 +222,13 @@ async fn main() -> io::Result<()> {
         "listening on {}; a client silent for {READ_TIMEOUT:?} is dropped",
         listener.local_addr()?
     );
-    serve(listener, io, READ_TIMEOUT, Arc::new(Log::default())).await;
+    tokio::select! {
+        () = serve(listener, io, READ_TIMEOUT, Arc::new(Log::default())) => {}
+        stop = tokio::signal::ctrl_c() => {
+            stop?;
+            println!("stopped by Ctrl-C");
+        }
+    }
     Ok(())
 }
 // ANCHOR_END: main
@@ -429,6 +434,29 @@ mod tests {
         let (readings, count, how) = reported.end_of(sensor_peer).await;
         assert_eq!((readings.len(), count), (8, 8));
         assert!(how.is_ok(), "{how:?}");
+    }
+
+    #[test]
+    fn the_connection_task_here_is_listing_11_1s() {
+        let _limit = TestLimit::seconds(5);
+        let region = |text: &str| {
+            let start = text
+                .find("// ANCHOR: connection_task\n")
+                .expect("its start");
+            let end = text
+                .find("// ANCHOR_END: connection_task\n")
+                .expect("its end");
+            text[start..end].to_string()
+        };
+        let there = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../listing-11-01/src/main.rs"
+        ))
+        .expect("Listing 11-1's file");
+        assert!(
+            region(include_str!("main.rs")) == region(&there),
+            "the connection task in this file differs from Listing 11-1's: copy it again"
+        );
     }
 
     #[test]

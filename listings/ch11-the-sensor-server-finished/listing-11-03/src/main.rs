@@ -1,10 +1,10 @@
-//! The load test: the finished server of Listing 11-1 under a thousand
+//! The load test: the finished server of Listing 11-2 under a thousand
 //! concurrent sensors on loopback, plus clients that misbehave in every way
 //! the protocol allows. Every frame is accounted for by (sensor, sequence),
 //! and the time from sending a frame to the server decoding it is measured on
 //! one clock, since both sides run in this process.
 //!
-//! `cargo run -p listing-11-02` runs the default load; `-- 200 50` runs 200
+//! `cargo run -p listing-11-03` runs the default load; `-- 200 50` runs 200
 //! sensors of 50 frames each.
 
 use std::collections::HashMap;
@@ -25,30 +25,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::Barrier;
 use tokio::time::{self, MissedTickBehavior};
 
-// The server, exactly as Listing 11-1 has it (a test below compares the two).
+// The server, exactly as Listing 11-2 has it (a test below compares the two).
 // ANCHOR: server
-// ANCHOR: limits
-/// Where the server listens unless told otherwise: loopback only. Listening
-/// on other interfaces (`0.0.0.0:7878`) is a choice made on the command line.
-pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7878";
-
-/// How long a connection may stay silent before the server drops it.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Each connection's receive buffer, reused by every receive.
-const BUFFER_LEN: usize = 4096;
-
-/// How many connections the kernel may hold, handshake done, for the accept
-/// loop to take. The usual default of 128 overflows when a thousand sensors
-/// connect at once, and a client whose handshake is dropped tries again only
-/// a second later.
-const BACKLOG: u32 = 1024;
-
-/// How long the accept loop waits after a failed accept (the process is out
-/// of file descriptors, say) before it tries again.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-// ANCHOR_END: limits
-
+// ANCHOR: connection_task
 /// Why the server dropped a connection.
 #[derive(Debug)]
 pub enum Dropped {
@@ -83,17 +62,8 @@ impl From<io::Error> for Dropped {
     }
 }
 
-/// Where the server hands what its connections report. The methods run on
-/// the runtime's threads, inside connection tasks: they must not block.
-pub trait Sink: Send + Sync + 'static {
-    /// A connection was accepted.
-    fn connected(&self, _peer: SocketAddr) {}
-    /// A reading, as soon as it is decoded.
-    fn reading(&self, peer: SocketAddr, reading: Reading);
-    /// A connection ended after `readings` readings: `Ok` when the client
-    /// closed the stream between frames.
-    fn ended(&self, peer: SocketAddr, readings: u64, how: Result<(), Dropped>);
-}
+/// Each connection's receive buffer, reused by every receive.
+const BUFFER_LEN: usize = 4096;
 
 // ANCHOR: connection
 /// Serves one sensor until it closes the stream, misbehaves or falls silent.
@@ -125,6 +95,38 @@ async fn serve_connection(
     }
 }
 // ANCHOR_END: connection
+// ANCHOR_END: connection_task
+
+// ANCHOR: limits
+/// Where the server listens unless told otherwise: loopback only. Listening
+/// on other interfaces (`0.0.0.0:7878`) is a choice made on the command line.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7878";
+
+/// How long a connection may stay silent before the server drops it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many connections the kernel may hold, handshake done, for the accept
+/// loop to take. The usual default of 128 overflows when a thousand sensors
+/// connect at once, and a client whose handshake is dropped tries again only
+/// a second later.
+const BACKLOG: u32 = 1024;
+
+/// How long the accept loop waits after a failed accept (the process is out
+/// of file descriptors, say) before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+// ANCHOR_END: limits
+
+/// Where the server hands what its connections report. The methods run on
+/// the runtime's threads, inside connection tasks: they must not block.
+pub trait Sink: Send + Sync + 'static {
+    /// A connection was accepted.
+    fn connected(&self, _peer: SocketAddr) {}
+    /// A reading, as soon as it is decoded.
+    fn reading(&self, peer: SocketAddr, reading: Reading);
+    /// A connection ended after `readings` readings: `Ok` when the client
+    /// closed the stream between frames.
+    fn ended(&self, peer: SocketAddr, readings: u64, how: Result<(), Dropped>);
+}
 
 // ANCHOR: accept
 /// Opens the listening socket, with room for [`BACKLOG`] connections.
@@ -770,7 +772,7 @@ fn allow_open_files(needed: u64) -> io::Result<()> {
         return Err(io::Error::other(format!(
             "this load needs {needed} open files and the hard limit is {}: \
              raise it (`ulimit -Hn`), or run fewer sensors: \
-             `cargo run -p listing-11-02 -- 400`",
+             `cargo run -p listing-11-03 -- 400`",
             limit.rlim_max
         )));
     }
@@ -862,7 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn the_server_here_is_listing_11_1s_server() {
+    fn the_server_here_is_listing_11_2s_server() {
         let _limit = TestLimit::seconds(5);
         let region = |text: &str| {
             let start = text
@@ -876,12 +878,12 @@ mod tests {
         let here = include_str!("main.rs");
         let there = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../listing-11-01/src/main.rs"
+            "/../listing-11-02/src/main.rs"
         ))
-        .expect("Listing 11-1's file");
+        .expect("Listing 11-2's file");
         assert!(
             region(here) == region(&there),
-            "the server in this file differs from Listing 11-1's: copy it again"
+            "the server in this file differs from Listing 11-2's: copy it again"
         );
     }
 
