@@ -49,7 +49,10 @@ fn output_files(dir: &Path, found: &mut Vec<PathBuf>) {
     for path in entries {
         if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
             output_files(&path, found);
-        } else if path.file_name().is_some_and(|n| n == "output.txt") {
+        } else if path.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with("output") && n.ends_with(".txt")
+        }) {
             found.push(path);
         }
     }
@@ -114,8 +117,13 @@ fn main() {
             .file_name()
             .map(|n| n.to_string_lossy().replace('-', "_"))
             .unwrap_or_default();
+        // `output.txt` → `…_output`, `output-inline.txt` → `…_output_inline`.
+        let variant = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().replace('-', "_"))
+            .unwrap_or_default();
         tests.push_str(&format!(
-            "#[test]\nfn {chapter}_{name}_output() {{\n    \
+            "#[test]\nfn {chapter}_{name}_{variant}() {{\n    \
              crate::harness::check_output({:?});\n}}\n\n",
             relative.to_string_lossy()
         ));

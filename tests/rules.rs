@@ -103,7 +103,11 @@ fn play_buttons_only_where_the_playground_can_run_the_block() {
         let path = entry.expect("a file").path();
         let text = fs::read_to_string(&path).expect("an expanded chapter");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        errors.extend(fences::check_playground(&name, &text).iter().map(|e| e.to_string()));
+        errors.extend(
+            fences::check_playground(&name, &text)
+                .iter()
+                .map(|e| e.to_string()),
+        );
     }
     assert!(errors.is_empty(), "\n{}", errors.join("\n"));
 }
@@ -154,10 +158,18 @@ fn every_listing_crate_is_shown_and_every_output_is_shown() {
             if !book.contains(&format!("file=\"{relative}/")) {
                 missing.push(format!("{relative} is not shown by any <Listing>"));
             }
-            if crate_dir.path().join("output.txt").is_file()
-                && !book.contains(&format!("{relative}/output.txt"))
+            for output in fs::read_dir(crate_dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
             {
-                missing.push(format!("{relative}/output.txt is checked but never shown"));
+                let name = output.file_name().to_string_lossy().into_owned();
+                if name.starts_with("output")
+                    && name.ends_with(".txt")
+                    && !book.contains(&format!("{relative}/{name}"))
+                {
+                    missing.push(format!("{relative}/{name} is checked but never shown"));
+                }
             }
         }
     }

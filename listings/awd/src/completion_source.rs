@@ -80,10 +80,13 @@ impl<T: fmt::Debug> std::error::Error for AlreadyCompleted<T> {}
 type Continuation<T> = Box<dyn FnOnce(Result<T, Abandoned>) + Send>;
 
 enum State<T> {
-    /// Nothing yet; whoever waits has left a waker or a continuation.
+    /// Nothing yet; whoever waits has left a waker or a continuation, or is
+    /// blocked in [`Completion::wait`] (`blocked`: only then must the completer
+    /// notify the condition variable, which costs a system call).
     Waiting {
         waker: Option<Waker>,
         continuation: Option<Continuation<T>>,
+        blocked: bool,
     },
     /// The result, not yet taken by the waiter.
     Done(Result<T, Abandoned>),
@@ -127,6 +130,7 @@ pub fn completion_source<T: Send + 'static>(
         state: Mutex::new(State::Waiting {
             waker: None,
             continuation: None,
+            blocked: false,
         }),
         done: Condvar::new(),
         sources: Mutex::new(1),
@@ -186,16 +190,22 @@ fn complete<T: Send + 'static>(
     let State::Waiting {
         waker,
         continuation,
+        blocked,
     } = &mut *state
     else {
         return Err(result);
     };
-    let (waker, continuation) = (waker.take(), continuation.take());
+    let (waker, continuation, blocked) = (waker.take(), continuation.take(), *blocked);
+    let notify = || {
+        if blocked {
+            shared.done.notify_all();
+        }
+    };
     match continuation {
         Some(continuation) => {
             *state = State::Taken;
             drop(state);
-            shared.done.notify_all();
+            notify();
             match shared.continuations {
                 Continuations::Inline => {
                     let _inline = waits::activity("a continuation run inline by `set_result`");
@@ -215,7 +225,7 @@ fn complete<T: Send + 'static>(
         None => {
             *state = State::Done(result);
             drop(state);
-            shared.done.notify_all();
+            notify();
             if let Some(waker) = waker {
                 waits::mark("`set_result` wakes the waiting task");
                 waker.wake();
@@ -299,7 +309,8 @@ impl<T: Send + 'static> Completion<T> {
 
     fn wait_unnoted(self) -> Result<T, Abandoned> {
         let mut state = self.shared.state();
-        while matches!(*state, State::Waiting { .. }) {
+        while let State::Waiting { blocked, .. } = &mut *state {
+            *blocked = true; // set under the lock the completer takes
             state = self
                 .shared
                 .done

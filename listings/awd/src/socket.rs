@@ -597,6 +597,9 @@ impl CallbackSocket {
     /// stream ended, or failed), so that receives of up to that many bytes in
     /// all are certain to complete at once. False if `timeout` passed first.
     pub fn wait_until_buffered(&self, bytes: usize, timeout: Duration) -> bool {
+        if bytes == 0 {
+            return true;
+        }
         let deadline = std::time::Instant::now() + timeout;
         let mut probe = vec![0u8; bytes.max(1)];
         loop {

@@ -146,10 +146,10 @@ where
             eprintln!("watchdog: `{name}` panicked: {message}");
             std::process::exit(101);
         }
-        Outcome::Stuck { waited, diagnosis } => {
+        Outcome::Stuck { diagnosis, .. } => {
             eprintln!(
                 "watchdog: `{name}` did not finish within {} ms: {}",
-                waited.as_millis(),
+                limit.as_millis(),
                 diagnosis.verdict
             );
             eprint!("{diagnosis}");

@@ -447,10 +447,14 @@ pub fn check_playground(file: &str, expanded: &str) -> Vec<RuleError> {
         let local = needs_local_crates(&code);
         let marked = fence.words().contains(&"noplayground");
         let message = match (local, marked) {
-            (true, false) => "this block uses the book's own crates (awd, loom), which the Rust \
-                              Playground does not have: add `noplayground` to its fence",
-            (false, true) => "this block needs only Playground crates: drop `noplayground` so \
-                              readers keep the play button",
+            (true, false) => {
+                "this block uses the book's own crates (awd, loom), which the Rust \
+                              Playground does not have: add `noplayground` to its fence"
+            }
+            (false, true) => {
+                "this block needs only Playground crates: drop `noplayground` so \
+                              readers keep the play button"
+            }
             _ => continue,
         };
         errors.push(RuleError {
@@ -524,9 +528,13 @@ untagged
     #[test]
     fn only_programs_that_need_local_crates_lose_the_play_button() {
         let _limit = TestLimit::seconds(5);
-        assert!(needs_local_crates("use awd::socket::IoThread;\nfn main() {}"));
+        assert!(needs_local_crates(
+            "use awd::socket::IoThread;\nfn main() {}"
+        ));
         assert!(needs_local_crates("fn main() { loom::model(|| {}); }"));
-        assert!(!needs_local_crates("fn main() {}\n# #[cfg(test)]\n# mod tests { use awd::x; }"));
+        assert!(!needs_local_crates(
+            "fn main() {}\n# #[cfg(test)]\n# mod tests { use awd::x; }"
+        ));
         assert!(!needs_local_crates("fn main() { let rawd::x = 1; }"));
         let wrong = "```rust\nuse awd::frame;\nfn main() {}\n```\n";
         assert_eq!(check_playground("ch.md", wrong).len(), 1);

@@ -15,7 +15,8 @@ pub struct Report {
     pub links: usize,
     /// External links seen (not followed).
     pub external: usize,
-    /// Broken links, as "page: target (why)".
+    /// Broken links, as "page: target (why)", and ids used twice on a page
+    /// (a link to them could land on either).
     pub broken: Vec<String>,
 }
 
@@ -61,18 +62,29 @@ pub fn check(book_dir: &Path) -> Report {
     html_files(book_dir, &mut pages);
     pages.retain(|p| p.file_name().is_some_and(|n| n != "404.html"));
     let mut ids: HashMap<PathBuf, HashSet<String>> = HashMap::new();
+    let mut duplicates = Vec::new();
     let mut texts = Vec::new();
     for page in &pages {
         let text = fs::read_to_string(page).unwrap_or_default();
-        let page_ids = attribute_values(&text, "id")
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let all_ids = attribute_values(&text, "id");
+        let page_ids: HashSet<String> = all_ids.iter().map(|id| id.to_string()).collect();
+        if page_ids.len() < all_ids.len() {
+            let mut seen = HashSet::new();
+            for id in &all_ids {
+                if !seen.insert(*id) {
+                    duplicates.push(format!(
+                        "{}: id \"{id}\" appears more than once",
+                        page.strip_prefix(book_dir).unwrap_or(page).display()
+                    ));
+                }
+            }
+        }
         ids.insert(normalise(page), page_ids);
         texts.push((page.clone(), text));
     }
     let mut report = Report {
         pages: pages.len(),
+        broken: duplicates,
         ..Report::default()
     };
     for (page, text) in &texts {

@@ -12,9 +12,15 @@ struct Reading {
 }
 
 /// Stands in for a callback-based API: it calls `on_done` later, from a
-/// thread of its own, the way an I/O completion thread would.
+/// thread of its own, the way an I/O completion thread would. Run with
+/// `-- --forget` to make it a buggy API that drops `on_done` uncalled.
 fn read_sensor_with_callback(sensor: u16, on_done: impl FnOnce(Reading) + Send + 'static) {
+    let forget = std::env::args().any(|a| a == "--forget");
     thread::spawn(move || {
+        if forget {
+            drop(on_done);
+            return;
+        }
         on_done(Reading {
             sensor,
             celsius: 21.5,
@@ -24,18 +30,26 @@ fn read_sensor_with_callback(sensor: u16, on_done: impl FnOnce(Reading) + Send +
 
 // ANCHOR: bridge
 /// The bridge: a callback completes a `oneshot`, and the task awaits it.
-async fn read_sensor(sensor: u16) -> Reading {
+async fn read_sensor(sensor: u16) -> Result<Reading, oneshot::error::RecvError> {
     let (completion, result) = oneshot::channel();
     read_sensor_with_callback(sensor, move |reading| {
         // Completing only wakes the awaiting task; it never runs it here.
         let _ = completion.send(reading);
     });
-    result.await.expect("the callback dropped its completion")
+    result.await
 }
 // ANCHOR_END: bridge
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let reading = read_sensor(7).await;
-    println!("sensor {} reads {:.1} °C", reading.sensor, reading.celsius);
+async fn main() -> std::process::ExitCode {
+    match read_sensor(7).await {
+        Ok(reading) => {
+            println!("sensor {} reads {:.1} °C", reading.sensor, reading.celsius);
+            std::process::ExitCode::SUCCESS
+        }
+        Err(dropped) => {
+            println!("no reading: {dropped}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

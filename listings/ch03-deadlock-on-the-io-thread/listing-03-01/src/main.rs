@@ -83,17 +83,31 @@ fn scenario() -> io::Result<Reading> {
     let (done, result) = mpsc::channel();
 
     receive_reading(socket.clone(), done); // returns once the continuation is registered
-    let header_receive = socket.last_receive().expect("the header's receive started");
-    sensor.write_all(&frame[..HEADER_LEN])?;
-    assert!(socket.wait_for_pending_receive_after(header_receive, Duration::from_secs(5)));
-    sensor.write_all(&frame[HEADER_LEN..])?;
+    if run_with("--together") {
+        sensor.write_all(&frame)?; // the exercise: header and body at once
+    } else {
+        let header_receive = socket.last_receive().expect("the header's receive started");
+        sensor.write_all(&frame[..HEADER_LEN])?;
+        assert!(socket.wait_for_pending_receive_after(header_receive, Duration::from_secs(5)));
+        sensor.write_all(&frame[HEADER_LEN..])?;
+    }
 
     let waits_for = WaitsFor::Thread(IO_THREAD_NAME.into());
     waits::blocking("`Receiver::recv`", waits_for, || result.recv()).map_err(io::Error::other)?
 }
 
+/// True when the program runs with `-- <flag>`: the chapter's exercises use
+/// it to change one thing.
+fn run_with(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag)
+}
+
 fn main() {
-    println!("the sensor sends a header, then the body once the server waits for it");
+    if run_with("--together") {
+        println!("the sensor sends the header and the body together");
+    } else {
+        println!("the sensor sends a header, then the body once the server waits for it");
+    }
     let reading = awd::watchdog::run("server", DEADLOCK_LIMIT, scenario);
     println!("received {reading:?}");
 }

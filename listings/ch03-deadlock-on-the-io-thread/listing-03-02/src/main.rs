@@ -36,6 +36,11 @@ fn receive_reading(socket: CallbackSocket, done: Sender<io::Result<Reading>>) {
     header.on_completed(move |header| {
         // Inline mode: this runs inside `set_result`, on the I/O thread...
         let body = receive_completion(&socket, vec![0; READING_LEN], Continuations::Inline);
+        if run_with("--block") {
+            // The exercise: wait for the body here, as Listing 3-1 does.
+            let _ = done.send(decode(header, body.wait()));
+            return;
+        }
         body.on_completed(move |body| {
             let _ = done.send(decode(header, body));
         });
@@ -67,9 +72,20 @@ fn scenario() -> io::Result<Reading> {
     waits::blocking("`Receiver::recv`", waits_for, || result.recv()).map_err(io::Error::other)?
 }
 
+/// True when the program runs with `-- <flag>`: the chapter's exercises use
+/// it to change one thing.
+fn run_with(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag)
+}
+
 fn main() {
     println!("the sensor sends a header, then the body once the server waits for it");
-    let reading = awd::watchdog::run("server", Duration::from_secs(5), scenario);
+    let limit = if run_with("--block") {
+        awd::watchdog::DEADLOCK_LIMIT
+    } else {
+        Duration::from_secs(5)
+    };
+    let reading = awd::watchdog::run("server", limit, scenario);
     match reading {
         Ok(reading) => println!("received {reading}"),
         Err(e) => println!("failed: {e}"),

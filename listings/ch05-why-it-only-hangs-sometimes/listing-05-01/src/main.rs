@@ -37,10 +37,16 @@ fn receive_reading(
     before_registering: impl FnOnce(),
     done: Sender<io::Result<Reading>>,
 ) {
-    let header = receive_completion(&socket, vec![0; HEADER_LEN], Continuations::Inline);
+    // Inline, as in Listing 3-1; `-- --asynchronous` runs the exercise.
+    let mode = if run_with("--asynchronous") {
+        Continuations::Asynchronous
+    } else {
+        Continuations::Inline
+    };
+    let header = receive_completion(&socket, vec![0; HEADER_LEN], mode);
     before_registering();
     header.on_completed(move |header| {
-        let body = receive_completion(&socket, vec![0; READING_LEN], Continuations::Inline);
+        let body = receive_completion(&socket, vec![0; READING_LEN], mode);
         let _ = done.send(decode(header, body.wait()));
     });
 }
@@ -103,6 +109,12 @@ fn scenario(timing: Timing) -> io::Result<Reading> {
     }
     let waits_for = WaitsFor::Thread(IO_THREAD_NAME.into());
     waits::blocking("`Receiver::recv`", waits_for, || result.recv()).map_err(io::Error::other)?
+}
+
+/// True when the program runs with `-- <flag>`: the chapter's exercises use
+/// it to change one thing.
+fn run_with(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag)
 }
 
 fn main() {

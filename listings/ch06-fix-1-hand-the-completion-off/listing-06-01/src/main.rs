@@ -23,6 +23,8 @@ pub enum HandOff {
     SpawnBlocking(Handle),
     /// A tokio task: `spawn`.
     Spawn(Handle),
+    /// No hand-off: complete right here, on the I/O thread (Listing 3-1).
+    Nowhere,
 }
 
 /// Listing 3-1's bridge, with the completion handed off: the callback only
@@ -50,6 +52,7 @@ pub fn receive_completion(
             }
             HandOff::SpawnBlocking(runtime) => drop(runtime.spawn_blocking(complete)),
             HandOff::Spawn(runtime) => drop(runtime.spawn(async move { complete() })),
+            HandOff::Nowhere => complete(),
         }
     });
     match start {
@@ -138,7 +141,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// True when the program runs with `-- <flag>`: the chapter's exercises use
+/// it to change one thing.
+fn run_with(flag: &str) -> bool {
+    std::env::args().any(|a| a == flag)
+}
+
 fn main() {
+    if run_with("--no-hand-off") {
+        // The exercise: the same consumer, with nothing handed off.
+        let reading = awd::watchdog::run("server", awd::watchdog::DEADLOCK_LIMIT, || {
+            scenario(HandOff::Nowhere)
+        });
+        println!("received {reading:?}");
+        return;
+    }
     let runtime = runtime();
     let hand_offs = [
         ("a new thread", HandOff::Thread),

@@ -11,8 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
-/// How long a sensor may stay silent before the server drops it.
-const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a sensor may stay silent before the server drops it: half a
+/// second, or what `-- --timeout-ms N` says (the chapter's exercise).
+fn read_timeout() -> Duration {
+    let mut args = std::env::args().skip_while(|a| a != "--timeout-ms").skip(1);
+    let millis = args.next().and_then(|n| n.parse().ok()).unwrap_or(500);
+    Duration::from_millis(millis)
+}
 
 // ANCHOR: read_frame
 /// Reads one frame: `None` at a clean end of the stream (between frames).
@@ -34,7 +39,7 @@ async fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Reading>> {
 
 /// Any read, with the time limit.
 async fn limited<T>(read: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
-    timeout(READ_TIMEOUT, read)
+    timeout(read_timeout(), read)
         .await
         .map_err(|_| io::Error::new(ErrorKind::TimedOut, "the sensor went silent"))?
 }
@@ -118,30 +123,33 @@ async fn main() -> io::Result<()> {
         let _client = sensor(address, bytes, close).await?;
         let (stream, _) = listener.accept().await?;
         let (readings, end) = serve(stream, shutdown.clone()).await;
-        match end {
-            Ok(()) => println!(
-                "a sensor that {what}: received {}, then a clean end",
-                readings.len()
-            ),
-            Err(e) => println!(
-                "a sensor that {what}: received {}, then {:?}: {e}",
-                readings.len(),
-                e.kind()
-            ),
-        }
+        println!(
+            "a sensor that {what}: received {}, then {}",
+            readings.len(),
+            ending(&end)
+        );
     }
     // Shutdown cancels a sensor that is in the middle of nothing.
     let _client = sensor(address, frames(5, 2), false).await?;
     let (stream, _) = listener.accept().await?;
     let serving = tokio::spawn(serve(stream, shutdown));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    stop.send(true).map_err(io::Error::other)?;
+    stop.send_replace(true);
     let (readings, end) = serving.await?;
     println!(
-        "a sensor served during shutdown: received {}, then {end:?}",
-        readings.len()
+        "a sensor served during shutdown: received {}, then {}",
+        readings.len(),
+        ending(&end)
     );
     Ok(())
+}
+
+/// How a connection ended, in words.
+fn ending(end: &io::Result<()>) -> String {
+    match end {
+        Ok(()) => "a clean end".to_string(),
+        Err(e) => format!("{:?}: {e}", e.kind()),
+    }
 }
 
 #[cfg(test)]
