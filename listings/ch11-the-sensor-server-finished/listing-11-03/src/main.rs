@@ -284,6 +284,7 @@ impl Ledger {
     }
 }
 
+// ANCHOR: accounting
 impl Sink for Ledger {
     fn connected(&self, _peer: SocketAddr) {
         let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
@@ -317,6 +318,7 @@ impl Sink for Ledger {
         });
     }
 }
+// ANCHOR_END: accounting
 // ANCHOR_END: ledger
 
 // ANCHOR: sensor
@@ -353,7 +355,7 @@ async fn sensor(
         ledger.sent(sensor, sequence);
         patiently(stream.write_all(&frame)).await?;
     }
-    stream.shutdown().await?;
+    patiently(stream.shutdown()).await?;
     let mut byte = [0u8; 1];
     match patiently(stream.read(&mut byte)).await? {
         0 => Ok(()),
