@@ -6,7 +6,7 @@
 //! - `cargo run -p listing-10-01` checks that every variant round-trips the
 //!   right bytes, on both layouts (a second or two).
 //! - `cargo bench -p listing-10-01` measures (a few minutes): it prints the
-//!   table and writes it to `target/costs.tsv`, which Listing 10-2 draws.
+//!   table and writes it to `target/costs.tsv`, which Listing 10-3 draws.
 //!   (`cargo run --release -p listing-10-01 -- --bench` does the same.)
 
 use std::fs;
