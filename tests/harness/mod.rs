@@ -158,6 +158,52 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Where cargo puts this workspace's binaries: beside the test's own `deps/`.
+fn binary_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    exe.ancestors()
+        .nth(2)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// Builds every binary of the workspace once per test run, so each output
+/// check runs the program directly, as `cargo run` would after building it.
+/// A compiler warning fails the build: it would end up in a reader's output.
+fn built_once() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let (mut reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(env!("CARGO"))
+            .current_dir(book_root())
+            .args(["build", "--quiet", "--workspace", "--bins"])
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().map_err(|e| e.to_string())?)
+            .stderr(writer)
+            .spawn()
+            .map_err(|e| format!("cargo build cannot start: {e}"))?;
+        let collector = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = reader.read_to_string(&mut text);
+            text
+        });
+        let status = wait_bounded(&mut child, OUTPUT_LIMIT);
+        let text = collector.join().unwrap_or_default();
+        match status {
+            Some(status) if status.success() && !text.contains("warning") => Ok(()),
+            Some(status) => Err(format!(
+                "`cargo build --workspace --bins` ({status}):\n{text}"
+            )),
+            None => Err(format!(
+                "`cargo build` still running after {OUTPUT_LIMIT:?}"
+            )),
+        }
+    });
+    if let Err(why) = built {
+        panic!("the listings do not build cleanly: {why}");
+    }
+}
+
 /// Runs the listing whose stored output is `relative` (from the book root) and
 /// compares. With `BOOK_BLESS=1` the fresh output is stored instead.
 pub fn check_output(relative: &str) {
@@ -172,18 +218,37 @@ pub fn check_output(relative: &str) {
         panic!("{relative}: the command must start with `cargo`");
     };
     let (mut reader, writer) = std::io::pipe().expect("a pipe");
-    let mut child = {
-        let mut command = Command::new(env!("CARGO"));
-        command
-            .current_dir(book_root())
-            .arg(subcommand)
-            .arg("--quiet")
-            .args(words)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone().expect("a pipe"))
-            .stderr(writer);
-        command.spawn().expect("cargo starts")
+    let mut command = match (subcommand, words.next(), words.next()) {
+        // `cargo run -p X -- args`: the binary cargo would run, built once
+        // for all outputs (running cargo fifty times costs more than the
+        // programs themselves).
+        ("run", Some("-p"), Some(package)) => {
+            built_once();
+            let mut command = Command::new(binary_dir().join(package));
+            command.args(words.skip_while(|w| *w == "--"));
+            command
+        }
+        (subcommand, first, second) => {
+            let mut command = Command::new(env!("CARGO"));
+            command
+                .arg(subcommand)
+                .arg("--quiet")
+                .args(first)
+                .args(second)
+                .args(words);
+            command
+        }
     };
+    let mut child = command
+        .current_dir(book_root())
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().expect("a pipe"))
+        .stderr(writer)
+        .spawn()
+        .unwrap_or_else(|e| panic!("`{}` cannot start: {e}", stored.command));
+    // The command holds the pipe's writing end: drop it, or the collector
+    // below never sees the end of the output.
+    drop(command);
     let collector = std::thread::spawn(move || {
         let mut text = Vec::new();
         let _ = reader.read_to_end(&mut text);
