@@ -141,11 +141,16 @@ return Array.from(document.querySelectorAll(arguments[0]))
 pub const FRAGMENT_LINK_SELECTOR: &str =
     "#content main a[href*='#']:not(.header):not(.admonition-anchor-link)";
 
-/// Brings link `arguments[1]` of selector `arguments[0]` to the middle of
-/// the screen and returns it, or `null` if it is not shown at all.
+/// Unfolds any answer the link sits in, brings link `arguments[1]` of
+/// selector `arguments[0]` to the middle of the screen and returns it, or
+/// `null` if it is not shown at all.
 pub const LINK_TO_CLICK: &str = r#"
 const link = document.querySelectorAll(arguments[0])[arguments[1]];
 if (!link) return null;
+// A link inside a folded answer is clicked the way a reader can: unfolded.
+for (let d = link.closest('details'); d; d = d.parentElement && d.parentElement.closest('details')) {
+  d.open = true;
+}
 link.scrollIntoView({ block: 'center', behavior: 'instant' });
 return link.getClientRects().length > 0 ? link : null;
 "#;
