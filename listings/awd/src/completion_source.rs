@@ -293,6 +293,12 @@ impl<T: Send + 'static> Completion<T> {
         }
     }
 
+    /// True once the result is there (or the source was abandoned): awaiting
+    /// now would not wait, and a continuation registered now runs at once.
+    pub fn is_complete(&self) -> bool {
+        !matches!(*self.shared.state(), State::Waiting { .. })
+    }
+
     /// Blocks this thread until the result arrives.
     pub fn wait(self) -> Result<T, Abandoned> {
         let completes = self

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
 use awd::bridge::receive_completion;
-use awd::completion_source::{Abandoned, Continuations};
+use awd::completion_source::{Abandoned, Completion, Continuations};
 use awd::frame::{payload_length, Reading, FRAME_LEN, HEADER_LEN, READING_LEN};
 use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, IO_THREAD_NAME};
 use awd::waits::{self, WaitsFor};
@@ -34,7 +34,7 @@ enum Timing {
 /// receive and registering the continuation.
 fn receive_reading(
     socket: CallbackSocket,
-    before_registering: impl FnOnce(),
+    before_registering: impl FnOnce(&Completion<Received>),
     done: Sender<io::Result<Reading>>,
 ) {
     // Inline, as in Listing 3-1; `-- --asynchronous` runs the exercise.
@@ -44,7 +44,7 @@ fn receive_reading(
         Continuations::Inline
     };
     let header = receive_completion(&socket, vec![0; HEADER_LEN], mode);
-    before_registering();
+    before_registering(&header);
     header.on_completed(move |header| {
         let body = receive_completion(&socket, vec![0; READING_LEN], mode);
         let _ = done.send(decode(header, body.wait()));
@@ -83,16 +83,15 @@ fn scenario(timing: Timing) -> io::Result<Reading> {
         Timing::AlreadyBuffered => {
             sensor.write_all(&frame)?;
             assert!(socket.wait_until_buffered(FRAME_LEN, WAIT));
-            receive_reading(socket, || {}, done);
+            receive_reading(socket, |_| {}, done);
         }
         Timing::CompletionBeatsTheWait => {
-            let watched = socket.clone();
             receive_reading(
                 socket,
-                || {
-                    // The receive is pending; the I/O thread delivers it now.
+                |header| {
+                    // The receive is pending; the I/O thread completes it now.
                     sensor.write_all(&frame).expect("the frame is sent");
-                    while watched.receive_callbacks() == 0 {
+                    while !header.is_complete() {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 },
@@ -100,7 +99,7 @@ fn scenario(timing: Timing) -> io::Result<Reading> {
             );
         }
         Timing::ArrivesLater => {
-            receive_reading(socket.clone(), || {}, done);
+            receive_reading(socket.clone(), |_| {}, done);
             let header_receive = socket.last_receive().expect("started");
             sensor.write_all(&frame[..HEADER_LEN])?;
             assert!(socket.wait_for_pending_receive_after(header_receive, WAIT));

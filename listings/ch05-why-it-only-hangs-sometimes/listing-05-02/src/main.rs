@@ -35,7 +35,7 @@ enum Timing {
 async fn receive_reading(socket: CallbackSocket, timing: Timing) -> io::Result<Reading> {
     let completion = receive_completion(&socket, vec![0; FRAME_LEN], Continuations::Asynchronous);
     if timing == Timing::CompletionBeatsTheWait {
-        while socket.receive_callbacks() == 0 {
+        while !completion.is_complete() {
             thread::sleep(Duration::from_millis(1)); // the sensor's bytes are on their way
         }
     }
@@ -131,7 +131,8 @@ mod tests {
         for _ in 0..10 {
             for timing in [Timing::AlreadyBuffered, Timing::CompletionBeatsTheWait] {
                 let outcome = watch("ui", WAIT, move || scenario(timing));
-                let reading = outcome.completed().expect("completes").expect("a reading");
+                let description = format!("{timing:?}: {outcome:?}");
+                let reading = outcome.completed().expect(&description).expect("a reading");
                 assert_eq!(reading.millidegrees, 21_500, "{timing:?}");
             }
         }
