@@ -135,7 +135,29 @@ fn __book_supervise(
 /// Called by skeptic's generated tests instead of `skeptic::rt::run_test`.
 pub fn run_snippet(root: &str, out: &str, target: &str, text: &str) {
     let program = supervised(text).unwrap_or_else(|why| panic!("{why}"));
-    skeptic::rt::run_test(root, out, target, &program);
+    // Linux refuses to start a program file that another process still has
+    // open for writing ("Text file busy"); with tests compiling and starting
+    // programs on parallel threads, a child forked by one test can briefly
+    // hold the file another test just wrote. That is the only failure
+    // retried, a few times; any other failure stands.
+    for attempt in 1..=3 {
+        let run = std::panic::catch_unwind(|| skeptic::rt::run_test(root, out, target, &program));
+        match run {
+            Ok(()) => return,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or_default();
+                if attempt == 3 || !message.contains("os error 26") {
+                    std::panic::resume_unwind(payload);
+                }
+                eprintln!("book harness: the block's program was busy (attempt {attempt}); again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 fn book_root() -> &'static Path {

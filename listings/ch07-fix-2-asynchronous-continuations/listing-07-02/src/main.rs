@@ -36,8 +36,8 @@ async fn main() -> io::Result<()> {
         }
         .encode();
         assert!(waiting.wait_for_pending_receive(Duration::from_secs(5)));
+        let header = waiting.last_receive().expect("started"); // before the body's
         sensor.write_all(&frame[..HEADER_LEN])?;
-        let header = waiting.last_receive().expect("started");
         assert!(waiting.wait_for_pending_receive_after(header, Duration::from_secs(5)));
         sensor.write_all(&frame[HEADER_LEN..])
     });
