@@ -58,6 +58,36 @@ fn every_chapter_is_a_real_page() {
 }
 
 #[test]
+fn every_chapter_ends_with_exercises_and_folded_answers() {
+    let _limit = TestLimit::seconds(10);
+    let mut missing = Vec::new();
+    for chapter in chapters() {
+        if !chapter.starts_with("ch") {
+            continue; // appendices have no exercises
+        }
+        let text = fs::read_to_string(root().join("src").join(&chapter)).expect("a chapter");
+        let Some((_, exercises)) = text.split_once("\n## Exercises\n") else {
+            missing.push(format!("src/{chapter} has no `## Exercises` section"));
+            continue;
+        };
+        let questions = exercises
+            .lines()
+            .filter(|l| {
+                let number = l.trim_start_matches(|c: char| c.is_ascii_digit());
+                number.len() < l.len() && number.starts_with(". **")
+            })
+            .count();
+        let answers = exercises.matches("admonish tip collapsible=true").count();
+        if questions == 0 || answers != questions {
+            missing.push(format!(
+                "src/{chapter}: {questions} exercises but {answers} folded answers"
+            ));
+        }
+    }
+    assert!(missing.is_empty(), "\n{}", missing.join("\n"));
+}
+
+#[test]
 fn captions_and_fences_follow_the_rules() {
     let _limit = TestLimit::seconds(10);
     let mut errors = Vec::new();
