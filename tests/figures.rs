@@ -17,16 +17,7 @@ fn root() -> &'static Path {
 }
 
 fn figures() -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(root().join("src/figures"))
-        .expect("src/figures/")
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".svg").map(str::to_string)
-        })
-        .collect();
-    names.sort();
-    names
+    timeline::figure_packages(&root().join("src/figures"))
 }
 
 #[test]

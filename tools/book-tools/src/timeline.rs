@@ -305,6 +305,22 @@ pub fn verdict(stderr: &str) -> Vec<String> {
     lines
 }
 
+/// The listings that have a figure in `dir` (`src/figures/<package>.svg`),
+/// sorted.
+pub fn figure_packages(dir: &std::path::Path) -> Vec<String> {
+    let mut packages: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".svg").map(str::to_string)
+        })
+        .collect();
+    packages.sort();
+    packages
+}
+
 /// "Listing 3-1" for the package `listing-03-01`.
 pub fn listing_name(package: &str) -> String {
     let numbers: Vec<String> = package

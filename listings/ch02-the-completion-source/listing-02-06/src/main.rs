@@ -2,27 +2,13 @@
 //! stream: once the peer has closed, every receive returns 0 bytes at once,
 //! and the loop asks again, forever, at full speed.
 
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, Write};
 
-use awd::completion_source::{completion_source, Continuations};
+use awd::bridge::receive; // the bridge of Listing 2-3
 use awd::frame::{Reading, FRAME_LEN};
-use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, Start};
+use awd::socket::{loopback_pair, CallbackSocket, IoThread};
 use awd::waits;
 use awd::watchdog::DEADLOCK_LIMIT;
-
-/// The bridge of Listing 2-3.
-pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Received> {
-    let (source, completion) = completion_source(Continuations::Asynchronous);
-    let start = socket.receive(buffer, move |received| {
-        let _ = source.set_result(received);
-    });
-    match start {
-        Start::Ready(received) => Ok(received),
-        Start::Pending => completion
-            .await
-            .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),
-    }
-}
 
 // ANCHOR: spin
 /// Fills `frame` with the next bytes of the stream.

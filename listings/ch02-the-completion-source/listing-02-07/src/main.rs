@@ -1,25 +1,11 @@
 //! "Receive until the buffer is full", repaired: a receive of 0 bytes before
 //! the frame is complete is the end of the stream, and an error.
 
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, Write};
 
-use awd::completion_source::{completion_source, Continuations};
+use awd::bridge::receive; // the bridge of Listing 2-3
 use awd::frame::{FrameError, Reading, FRAME_LEN};
-use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, Start};
-
-/// The bridge of Listing 2-3.
-pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Received> {
-    let (source, completion) = completion_source(Continuations::Asynchronous);
-    let start = socket.receive(buffer, move |received| {
-        let _ = source.set_result(received);
-    });
-    match start {
-        Start::Ready(received) => Ok(received),
-        Start::Pending => completion
-            .await
-            .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),
-    }
-}
+use awd::socket::{loopback_pair, CallbackSocket, IoThread};
 
 // ANCHOR: exact
 /// Fills `frame` with the next bytes of the stream, or fails with
@@ -91,7 +77,7 @@ mod tests {
         let (socket, sensor) = loopback_pair(&io).unwrap();
         drop(sensor);
         let error = receive_frame(&socket, &mut [0; 4]).await.unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[tokio::test]

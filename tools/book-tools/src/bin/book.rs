@@ -149,16 +149,7 @@ fn figures(packages: &[String]) -> ExitCode {
     let dir = root.join("src/figures");
     let mut packages = packages.to_vec();
     if packages.is_empty() {
-        packages = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_suffix(".svg").map(str::to_string)
-            })
-            .collect();
-        packages.sort();
+        packages = book_tools::timeline::figure_packages(&dir);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut ok = true;
