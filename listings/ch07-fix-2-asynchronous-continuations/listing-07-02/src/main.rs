@@ -43,7 +43,7 @@ async fn main() -> io::Result<()> {
     });
     let (reading, after_await) = receive_reading(&socket).await?;
     sending.join().expect("the sensor thread")?;
-    println!("received {reading}; the callbacks ran on `awd-io`, the code after `.await` on `{after_await}`");
+    println!("received {reading}; the code after `.await` ran on `{after_await}`");
     Ok(())
 }
 

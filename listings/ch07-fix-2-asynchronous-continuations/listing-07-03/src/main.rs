@@ -31,6 +31,7 @@ static STATS: WatchedMutex<Stats> = WatchedMutex::new(
     },
 );
 
+// ANCHOR: waker
 /// A waker that counts every wake-up in `STATS`, then wakes the task.
 struct CountingWaker(Waker);
 
@@ -40,6 +41,7 @@ impl Wake for CountingWaker {
         self.0.wake_by_ref();
     }
 }
+// ANCHOR_END: waker
 
 /// Polls a future with a counting waker; `waiting` turns true once a poll
 /// returned `Pending`, that is, once a waker is registered.

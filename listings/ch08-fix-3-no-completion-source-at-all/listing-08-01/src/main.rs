@@ -71,7 +71,10 @@ async fn serve(
             },
             // Cancels a read in progress: a half-read frame is dropped,
             // which is what shutting down means.
-            _ = shutdown.changed() => return (readings, Ok(())),
+            _ = shutdown.changed() => {
+                let cancelled = io::Error::new(ErrorKind::Interrupted, "cancelled by the shutdown");
+                return (readings, Err(cancelled));
+            }
         }
     }
 }

@@ -40,7 +40,7 @@ pub enum Variant {
     Callbacks,
     /// Fix 1: the callback hands `set_result` to a tokio task.
     HandOff,
-    /// Fix 2, the way .NET does it: each continuation on a thread of its own.
+    /// Fix 2 done literally: each continuation on a thread of its own.
     ThreadPerContinuation,
     /// Fix 2, the way Rust does it: the callback completes the source, which
     /// wakes the task (Listing 2-3's bridge).
