@@ -464,11 +464,12 @@ pub fn diagnose(since: Instant) -> Diagnosis {
                         ..
                     }) => {
                         lines.push(format!(
-                            "receive #{id} was delivered, yet thread `{}` still waits: \
-                             the wake-up was lost",
+                            "receive #{id}'s callback has run, yet thread `{}` still waits \
+                             for it: whatever the callback handed the result to has not \
+                             delivered it (work queued behind a blocked thread, or a lost \
+                             wake-up)",
                             current.name
                         ));
-                        verdict.get_or_insert(Verdict::LostCompletion);
                         break;
                     }
                     None => break,
