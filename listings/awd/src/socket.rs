@@ -291,6 +291,9 @@ impl SocketShared {
     /// Readiness for reading arrived: finish the pending receive, if any.
     fn continue_receive(&self) {
         let mut state = lock(&self.state);
+        if state.closed {
+            return; // closing delivers `ConnectionAborted` instead (see `abort`)
+        }
         let Some(mut pending) = state.receive.take() else {
             return;
         };
@@ -314,6 +317,9 @@ impl SocketShared {
     /// Readiness for writing arrived: continue the pending send, if any.
     fn continue_send(&self) {
         let mut state = lock(&self.state);
+        if state.closed {
+            return; // closing delivers `ConnectionAborted` instead (see `abort`)
+        }
         let Some(mut pending) = state.send.take() else {
             return;
         };

@@ -237,6 +237,25 @@ async fn closing_with_a_receive_pending_aborts_it_on_the_runtime() {
     assert_eq!(refused.kind(), ErrorKind::NotConnected);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_always_aborts_never_reads_the_shutdown_as_an_end_of_stream() {
+    let _limit = TestLimit::seconds(30);
+    for _ in 0..300 {
+        let (socket, _peer) = loopback_pair().unwrap();
+        let (callback, mut calls) = reporting();
+        assert!(matches!(
+            socket.receive(vec![0; 4], callback),
+            Start::Pending
+        ));
+        socket.close();
+        let (received, _) = called(&mut calls).await;
+        assert_eq!(
+            received.result.map_err(|e| e.kind()),
+            Err(ErrorKind::ConnectionAborted)
+        );
+    }
+}
+
 #[tokio::test]
 async fn dropping_every_handle_aborts_what_is_pending() {
     let _limit = TestLimit::seconds(10);

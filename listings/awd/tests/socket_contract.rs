@@ -151,6 +151,29 @@ fn closing_with_a_receive_pending_aborts_it_on_the_io_thread() {
 }
 
 #[test]
+fn closing_always_aborts_never_reads_the_shutdown_as_an_end_of_stream() {
+    let _limit = TestLimit::seconds(30);
+    // Shutting the socket down makes it readable (0 bytes); the I/O thread
+    // may see that before the close has finished. The contract still says
+    // `ConnectionAborted`, every time.
+    let io = IoThread::start().unwrap();
+    for _ in 0..300 {
+        let (socket, _peer) = loopback_pair(&io).unwrap();
+        let (callback, called) = reporting();
+        assert!(matches!(
+            socket.receive(vec![0; 4], callback),
+            Start::Pending
+        ));
+        socket.close();
+        let (received, _) = called.recv_timeout(WAIT).unwrap();
+        assert_eq!(
+            received.result.map_err(|e| e.kind()),
+            Err(ErrorKind::ConnectionAborted)
+        );
+    }
+}
+
+#[test]
 fn dropping_every_handle_aborts_what_is_pending() {
     let _limit = TestLimit::seconds(10);
     let io = IoThread::start().unwrap();
