@@ -31,11 +31,13 @@ use crate::waits::{self, WaitsFor};
 // explore every interleaving of this module (tests/loom_completion_source.rs).
 #[cfg(loom)]
 use loom::{
+    sync::atomic::{AtomicUsize, Ordering},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     thread,
 };
 #[cfg(not(loom))]
 use std::{
+    sync::atomic::{AtomicUsize, Ordering},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     thread,
 };
@@ -98,7 +100,9 @@ struct Shared<T> {
     continuations: Continuations,
     state: Mutex<State<T>>,
     done: Condvar,
-    sources: Mutex<usize>,
+    /// How many `CompletionSource` handles exist: the last one dropped
+    /// abandons the completion if nobody completed it.
+    sources: AtomicUsize,
     /// What completing this source means, for diagnoses (not model-checked:
     /// it is set once and only read by blocking waits).
     completes: std::sync::Mutex<Option<WaitsFor>>,
@@ -133,7 +137,7 @@ pub fn completion_source<T: Send + 'static>(
             blocked: false,
         }),
         done: Condvar::new(),
-        sources: Mutex::new(1),
+        sources: AtomicUsize::new(1),
         completes: std::sync::Mutex::new(None),
     });
     (
@@ -237,11 +241,8 @@ fn complete<T: Send + 'static>(
 
 impl<T: Send + 'static> Clone for CompletionSource<T> {
     fn clone(&self) -> Self {
-        *self
-            .shared
-            .sources
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) += 1;
+        // A new handle only needs to be counted; it orders nothing.
+        self.shared.sources.fetch_add(1, Ordering::Relaxed);
         CompletionSource {
             shared: Arc::clone(&self.shared),
         }
@@ -250,16 +251,9 @@ impl<T: Send + 'static> Clone for CompletionSource<T> {
 
 impl<T: Send + 'static> Drop for CompletionSource<T> {
     fn drop(&mut self) {
-        let last = {
-            let mut sources = self
-                .shared
-                .sources
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            *sources -= 1;
-            *sources == 0
-        };
-        if last {
+        // AcqRel: the last handle to go sees everything the others did
+        // before they went, including a completion made through them.
+        if self.shared.sources.fetch_sub(1, Ordering::AcqRel) == 1 {
             // Already completed is fine: then there is nothing to abandon.
             let _ = complete(&self.shared, Err(Abandoned));
         }

@@ -199,9 +199,30 @@ impl Registry {
     }
 }
 
+/// Facts are recorded once a watchdog has started watching in this process
+/// (or a timeline was asked for): a program that nobody watches, such as a
+/// benchmark, pays for none of this bookkeeping.
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts recording facts, for good: the watchdog calls it before it
+/// starts a scenario.
+pub fn start_recording() {
+    RECORDING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// True when facts are being recorded.
+pub fn recording() -> bool {
+    static TIMELINE_ASKED: OnceLock<bool> = OnceLock::new();
+    RECORDING.load(std::sync::atomic::Ordering::Relaxed)
+        || *TIMELINE_ASKED.get_or_init(|| std::env::var_os("AWD_TIMELINE").is_some())
+}
+
 /// Runs `wait`, a call that may block, noting that this thread waits for
 /// `waits_for` (described as `what`, e.g. "`futures::executor::block_on`").
 pub fn blocking<T>(what: &str, waits_for: WaitsFor, wait: impl FnOnce() -> T) -> T {
+    if !recording() {
+        return wait();
+    }
     {
         let mut registry = registry();
         registry.record(EventKind::Blocked(waits_for.clone()));
@@ -216,35 +237,45 @@ pub fn blocking<T>(what: &str, waits_for: WaitsFor, wait: impl FnOnce() -> T) ->
 
 /// Marks what this thread is in the middle of until the guard is dropped.
 pub fn activity(what: impl Into<String>) -> Activity {
+    if !recording() {
+        return Activity { recorded: false };
+    }
     let what = what.into();
     let mut registry = registry();
     registry.record(EventKind::Begin(what.clone()));
     registry.facts().activities.push(what);
-    Activity { _private: () }
+    Activity { recorded: true }
 }
 
 /// Ends an [`activity`] when dropped.
 #[must_use = "the activity ends when this guard is dropped"]
 pub struct Activity {
-    _private: (),
+    recorded: bool,
 }
 
 impl Drop for Activity {
     fn drop(&mut self) {
-        let mut registry = registry();
-        registry.facts().activities.pop();
-        registry.record(EventKind::End);
+        if self.recorded {
+            let mut registry = registry();
+            registry.facts().activities.pop();
+            registry.record(EventKind::End);
+        }
     }
 }
 
 /// Records an instant on this thread's timeline.
 pub fn mark(what: impl Into<String>) {
-    registry().record(EventKind::Mark(what.into()));
+    if recording() {
+        registry().record(EventKind::Mark(what.into()));
+    }
 }
 
 /// Counts one more unit of `what` done by this thread: a thread that is not
 /// blocked but keeps counting is busy, perhaps spinning.
 pub fn busy(what: &str) {
+    if !recording() {
+        return;
+    }
     let mut registry = registry();
     *registry.facts().busy.entry(what.to_string()).or_insert(0) += 1;
 }
@@ -259,14 +290,15 @@ pub fn last_receive_started_here() -> Option<u64> {
     LAST_STARTED_HERE.with(|last| last.get())
 }
 
-/// A new receive, numbered from 1 in each process.
+/// A new receive, numbered from 1 in each process (recorded or not).
 pub fn receive_started(socket: u64) -> u64 {
+    static NEXT_RECEIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT_RECEIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    LAST_STARTED_HERE.with(|last| last.set(Some(id)));
+    if !recording() {
+        return id;
+    }
     let mut registry = registry();
-    let id = registry
-        .receives
-        .keys()
-        .next_back()
-        .map_or(1, |last| last + 1);
     registry.receives.insert(
         id,
         ReceiveFacts {
@@ -274,7 +306,6 @@ pub fn receive_started(socket: u64) -> u64 {
             state: ReceiveState::CompletedAtOnce,
         },
     );
-    LAST_STARTED_HERE.with(|last| last.set(Some(id)));
     while registry.receives.len() > MAX_RECEIVES {
         let oldest = *registry.receives.keys().next().expect("not empty");
         registry.receives.remove(&oldest);
@@ -284,6 +315,9 @@ pub fn receive_started(socket: u64) -> u64 {
 
 /// Records where receive `id` now stands.
 pub fn receive_now(id: u64, state: ReceiveState) {
+    if !recording() {
+        return;
+    }
     let mut registry = registry();
     let mark = match &state {
         ReceiveState::Pending { .. } => format!("receive #{id} pending"),

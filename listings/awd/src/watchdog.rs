@@ -104,6 +104,7 @@ where
     let _one = ONE_SCENARIO_AT_A_TIME
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    waits::start_recording();
     let started = Instant::now();
     let (sender, receiver) = std::sync::mpsc::channel();
     let spawned = thread::Builder::new()
