@@ -53,25 +53,15 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 
-use crate::socket::{Received, Start};
+use crate::socket::{error, lock, refused_receive, Received, Start};
 
 type ReceiveCallback = Box<dyn FnOnce(Received) + Send>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update of the state is a single step: it stays consistent even if
-    // a thread panicked while holding the lock.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn error(kind: ErrorKind, message: &str) -> io::Error {
-    io::Error::new(kind, message.to_string())
-}
 
 struct PendingReceive {
     buffer: Vec<u8>,
@@ -245,32 +235,11 @@ impl ReactorSocket {
         F: FnOnce(Received) + Send + 'static,
     {
         let ready = |buffer, result| Start::Ready(Received { buffer, result });
-        if buffer.is_empty() {
-            return ready(
-                buffer,
-                Err(error(
-                    ErrorKind::InvalidInput,
-                    "cannot receive into a zero-length buffer",
-                )),
-            );
-        }
         // The attempt and the registration happen under one lock: a reactor
         // event in between finds the receive registered, or waits for it.
         let mut state = lock(&self.shared.state);
-        if state.closed {
-            return ready(
-                buffer,
-                Err(error(ErrorKind::NotConnected, "the socket is closed")),
-            );
-        }
-        if state.receive.is_some() {
-            return ready(
-                buffer,
-                Err(error(
-                    ErrorKind::ResourceBusy,
-                    "a receive is already pending on this socket",
-                )),
-            );
+        if let Some(refusal) = refused_receive(&buffer, state.closed, state.receive.is_some()) {
+            return ready(buffer, Err(refusal));
         }
         // A plain read first: bytes already buffered complete at once, even on
         // a fresh socket whose reactor readiness is still empty.

@@ -99,14 +99,35 @@ pub fn on_io_thread() -> bool {
     ON_IO_THREAD.with(|flag| flag.get())
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A callback that panicked elsewhere must not wedge the socket: the state
     // it protects is updated in single steps and stays consistent.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn error(kind: ErrorKind, message: &str) -> io::Error {
+pub(crate) fn error(kind: ErrorKind, message: &str) -> io::Error {
     io::Error::new(kind, message.to_string())
+}
+
+/// The receives the contract refuses at once, whatever drives the socket:
+/// into a zero-length buffer, on a closed socket, or while another receive
+/// is pending.
+pub(crate) fn refused_receive(buffer: &[u8], closed: bool, pending: bool) -> Option<io::Error> {
+    if buffer.is_empty() {
+        Some(error(
+            ErrorKind::InvalidInput,
+            "cannot receive into a zero-length buffer",
+        ))
+    } else if closed {
+        Some(error(ErrorKind::NotConnected, "the socket is closed"))
+    } else if pending {
+        Some(error(
+            ErrorKind::ResourceBusy,
+            "a receive is already pending on this socket",
+        ))
+    } else {
+        None
+    }
 }
 
 struct PendingReceive {
@@ -425,33 +446,12 @@ impl CallbackSocket {
         F: FnOnce(Received) + Send + 'static,
     {
         let ready = |buffer, result| Start::Ready(Received { buffer, result });
-        if buffer.is_empty() {
-            return ready(
-                buffer,
-                Err(error(
-                    ErrorKind::InvalidInput,
-                    "cannot receive into a zero-length buffer",
-                )),
-            );
-        }
         // The attempt and the registration happen under one lock: readiness
         // that arrives in between is handled by the I/O thread only after the
         // receive is registered, so no wake-up is lost.
         let mut state = lock(&self.shared().state);
-        if state.closed {
-            return ready(
-                buffer,
-                Err(error(ErrorKind::NotConnected, "the socket is closed")),
-            );
-        }
-        if state.receive.is_some() {
-            return ready(
-                buffer,
-                Err(error(
-                    ErrorKind::ResourceBusy,
-                    "a receive is already pending on this socket",
-                )),
-            );
+        if let Some(refusal) = refused_receive(&buffer, state.closed, state.receive.is_some()) {
+            return ready(buffer, Err(refusal));
         }
         let id = waits::receive_started(self.shared().number);
         state.last_receive = Some(id);
