@@ -31,13 +31,13 @@ use crate::waits::{self, WaitsFor};
 // explore every interleaving of this module (tests/loom_completion_source.rs).
 #[cfg(loom)]
 use loom::{
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     thread,
 };
 #[cfg(not(loom))]
 use std::{
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     sync::{Arc, Condvar, Mutex, MutexGuard},
     thread,
 };
@@ -103,6 +103,10 @@ struct Shared<T> {
     /// How many `CompletionSource` handles exist: the last one dropped
     /// abandons the completion if nobody completed it.
     sources: AtomicUsize,
+    /// Set, under the lock, when the state leaves `Waiting`; it never goes
+    /// back. A dropped handle that sees it has nothing left to abandon, so it
+    /// skips both the count and the lock.
+    completed: AtomicBool,
     /// What completing this source means, for diagnoses (not model-checked:
     /// it is set once and only read by blocking waits).
     completes: std::sync::Mutex<Option<WaitsFor>>,
@@ -138,6 +142,7 @@ pub fn completion_source<T: Send + 'static>(
         }),
         done: Condvar::new(),
         sources: AtomicUsize::new(1),
+        completed: AtomicBool::new(false),
         completes: std::sync::Mutex::new(None),
     });
     (
@@ -200,6 +205,7 @@ fn complete<T: Send + 'static>(
         return Err(result);
     };
     let (waker, continuation, blocked) = (waker.take(), continuation.take(), *blocked);
+    shared.completed.store(true, Ordering::Release);
     let notify = || {
         if blocked {
             shared.done.notify_all();
@@ -251,6 +257,10 @@ impl<T: Send + 'static> Clone for CompletionSource<T> {
 
 impl<T: Send + 'static> Drop for CompletionSource<T> {
     fn drop(&mut self) {
+        // Completed already: no handle will ever need the count again.
+        if self.shared.completed.load(Ordering::Acquire) {
+            return;
+        }
         // AcqRel: the last handle to go sees everything the others did
         // before they went, including a completion made through them.
         if self.shared.sources.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -43,7 +43,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+
 use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::waits::{self, ReceiveState};
@@ -142,10 +145,23 @@ struct PendingSend {
     callback: SendCallback,
 }
 
+/// The receiving direction. Each direction has its own lock: a send (which
+/// holds its lock across the `write` system call) never makes the I/O thread
+/// wait to finish a receive, or the other way round.
 #[derive(Default)]
-struct SocketState {
+struct ReceiveSide {
     last_receive: Option<u64>,
     receive: Option<PendingReceive>,
+    closed: bool,
+    /// Threads in `wait_for_pending_receive`: only when there are some must
+    /// a new pending receive notify the condition variable, which costs a
+    /// system call.
+    watchers: usize,
+}
+
+/// The sending direction.
+#[derive(Default)]
+struct SendSide {
     send: Option<PendingSend>,
     closed: bool,
 }
@@ -153,7 +169,8 @@ struct SocketState {
 struct SocketShared {
     number: u64,
     stream: TcpStream,
-    state: Mutex<SocketState>,
+    receiving: Mutex<ReceiveSide>,
+    sending: Mutex<SendSide>,
     receive_registered: Condvar,
     completions: AtomicUsize,
 }
@@ -248,11 +265,12 @@ impl IoThread {
         let token = Token(core.next_token.fetch_add(1, Ordering::Relaxed));
         let mut stream = TcpStream::from_std(stream);
         core.registry
-            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+            .register(&mut stream, token, Interest::READABLE)?;
         let shared = Arc::new(SocketShared {
             number: token.0 as u64,
             stream,
-            state: Mutex::new(SocketState::default()),
+            receiving: Mutex::new(ReceiveSide::default()),
+            sending: Mutex::new(SendSide::default()),
             receive_registered: Condvar::new(),
             completions: AtomicUsize::new(0),
         });
@@ -288,7 +306,7 @@ fn run(mut poll: Poll, core: &Core) {
                     socket.continue_receive();
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    socket.continue_send();
+                    socket.continue_send(&core.registry);
                 }
             }
         }
@@ -311,7 +329,7 @@ fn run(mut poll: Poll, core: &Core) {
 impl SocketShared {
     /// Readiness for reading arrived: finish the pending receive, if any.
     fn continue_receive(&self) {
-        let mut state = lock(&self.state);
+        let mut state = lock(&self.receiving);
         if state.closed {
             return; // closing delivers `ConnectionAborted` instead (see `abort`)
         }
@@ -336,8 +354,8 @@ impl SocketShared {
     }
 
     /// Readiness for writing arrived: continue the pending send, if any.
-    fn continue_send(&self) {
-        let mut state = lock(&self.state);
+    fn continue_send(&self, registry: &mio::Registry) {
+        let mut state = lock(&self.sending);
         if state.closed {
             return; // closing delivers `ConnectionAborted` instead (see `abort`)
         }
@@ -364,17 +382,37 @@ impl SocketShared {
                 Err(e) => break Err(e),
             }
         };
+        // Nothing left to send: stop listening for writability. Still under
+        // the lock, so a send that goes pending next re-arms it after this.
+        // Failing, it only costs a spurious wake-up later.
+        let _ = self.listen(registry, Interest::READABLE);
         drop(state);
         (pending.callback)(result);
+    }
+
+    /// Sets what the I/O thread hears about this socket. Readability always;
+    /// writability only while a send is pending: registered for it, every
+    /// incoming segment would also report the socket writable, and the I/O
+    /// thread would take the sending lock for nothing, even while a sender
+    /// holds it. Re-arming reports readiness that is already there, so a send
+    /// that registers after its write would block loses no wake-up.
+    fn listen(&self, registry: &mio::Registry, interest: Interest) -> io::Result<()> {
+        let fd = self.stream.as_raw_fd();
+        registry.reregister(&mut SourceFd(&fd), Token(self.number as usize), interest)
     }
 
     /// Completes whatever is pending with `ConnectionAborted`. Runs on the I/O
     /// thread.
     fn abort(&self, why: &str) {
-        let (receive, send) = {
-            let mut state = lock(&self.state);
-            state.closed = true;
-            (state.receive.take(), state.send.take())
+        let receive = {
+            let mut receiving = lock(&self.receiving);
+            receiving.closed = true;
+            receiving.receive.take()
+        };
+        let send = {
+            let mut sending = lock(&self.sending);
+            sending.closed = true;
+            sending.send.take()
         };
         if let Some(pending) = receive {
             self.completions.fetch_add(1, Ordering::SeqCst);
@@ -414,13 +452,16 @@ impl Drop for Handle {
 
 impl Handle {
     fn close(&self) {
+        // The receiving side's flag says whether this socket was closed
+        // already; the locks are taken one after the other, never together.
         {
-            let mut state = lock(&self.shared.state);
-            if state.closed {
+            let mut receiving = lock(&self.shared.receiving);
+            if receiving.closed {
                 return;
             }
-            state.closed = true;
+            receiving.closed = true;
         }
+        lock(&self.shared.sending).closed = true;
         let _ = self.shared.stream.shutdown(Shutdown::Both);
         let core = &self.io.owner.core;
         // Once out of the map, the socket gets no more events; its file
@@ -449,7 +490,7 @@ impl CallbackSocket {
         // The attempt and the registration happen under one lock: readiness
         // that arrives in between is handled by the I/O thread only after the
         // receive is registered, so no wake-up is lost.
-        let mut state = lock(&self.shared().state);
+        let mut state = lock(&self.shared().receiving);
         if let Some(refusal) = refused_receive(&buffer, state.closed, state.receive.is_some()) {
             return ready(buffer, Err(refusal));
         }
@@ -468,7 +509,9 @@ impl CallbackSocket {
                     buffer,
                     callback: Box::new(on_complete),
                 });
-                self.shared().receive_registered.notify_all();
+                if state.watchers > 0 {
+                    self.shared().receive_registered.notify_all();
+                }
                 Start::Pending
             }
             result => {
@@ -487,7 +530,7 @@ impl CallbackSocket {
         if data.is_empty() {
             return Start::Ready(Err(error(ErrorKind::InvalidInput, "nothing to send")));
         }
-        let mut state = lock(&self.shared().state);
+        let mut state = lock(&self.shared().sending);
         if state.closed {
             return Start::Ready(Err(error(ErrorKind::NotConnected, "the socket is closed")));
         }
@@ -508,6 +551,11 @@ impl CallbackSocket {
                 }
                 Ok(n) => written += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let registry = &self.handle.io.owner.core.registry;
+                    let both = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self.shared().listen(registry, both) {
+                        return Start::Ready(Err(e));
+                    }
                     state.send = Some(PendingSend {
                         data,
                         written,
@@ -545,19 +593,22 @@ impl CallbackSocket {
 
     /// True while a receive waits for its callback.
     pub fn is_receive_pending(&self) -> bool {
-        lock(&self.shared().state).receive.is_some()
+        lock(&self.shared().receiving).receive.is_some()
     }
 
     /// The number of the receive that waits for its callback, if one does.
     /// Receives are numbered from 1 in each process (see [`crate::waits`]).
     pub fn pending_receive(&self) -> Option<u64> {
-        lock(&self.shared().state).receive.as_ref().map(|r| r.id)
+        lock(&self.shared().receiving)
+            .receive
+            .as_ref()
+            .map(|r| r.id)
     }
 
     /// The number of the receive most recently started on this socket, pending
     /// or not. Receives are numbered from 1 in each process.
     pub fn last_receive(&self) -> Option<u64> {
-        lock(&self.shared().state).last_receive
+        lock(&self.shared().receiving).last_receive
     }
 
     /// This socket's number, as diagnoses show it.
@@ -568,28 +619,32 @@ impl CallbackSocket {
     /// Waits until a receive is pending on this socket (it went [`Start::Pending`]
     /// and its callback has not run yet). False if `timeout` passed first.
     pub fn wait_for_pending_receive(&self, timeout: Duration) -> bool {
-        let state = lock(&self.shared().state);
-        let (state, _) = self
-            .shared()
-            .receive_registered
-            .wait_timeout_while(state, timeout, |s| s.receive.is_none())
-            .unwrap_or_else(PoisonError::into_inner);
-        state.receive.is_some()
+        self.wait_for_receive(timeout, |pending| pending.is_some())
     }
 
     /// Waits until a receive numbered after `receive` is pending on this
     /// socket: the next receive, started by whoever handles `receive`'s
     /// result, is really waiting. False if `timeout` passed first.
     pub fn wait_for_pending_receive_after(&self, receive: u64, timeout: Duration) -> bool {
-        let state = lock(&self.shared().state);
-        let (state, _) = self
+        self.wait_for_receive(timeout, |pending| pending.is_some_and(|r| r.id > receive))
+    }
+
+    /// Waits until `wanted` holds of the pending receive (or `timeout` passes),
+    /// counted as a watcher meanwhile so that receives notify it.
+    fn wait_for_receive(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(Option<&PendingReceive>) -> bool,
+    ) -> bool {
+        let mut state = lock(&self.shared().receiving);
+        state.watchers += 1;
+        let (mut state, _) = self
             .shared()
             .receive_registered
-            .wait_timeout_while(state, timeout, |s| {
-                s.receive.as_ref().is_none_or(|r| r.id <= receive)
-            })
+            .wait_timeout_while(state, timeout, |s| !wanted(s.receive.as_ref()))
             .unwrap_or_else(PoisonError::into_inner);
-        state.receive.as_ref().is_some_and(|r| r.id > receive)
+        state.watchers -= 1;
+        wanted(state.receive.as_ref())
     }
 
     /// Waits until bytes (or the end of the stream) are buffered in the

@@ -4,8 +4,9 @@
 //!
 //! Checked: exactly one completion wins; a waiting future is always woken (a
 //! lost wake-up would leave every thread blocked, which loom reports as a
-//! deadlock); a dropped source resolves the waiter; a continuation runs exactly
-//! once. And the check has teeth: a broken future that checks the state,
+//! deadlock); a dropped source resolves the waiter, and of two handles only the
+//! last one dropped abandons, never one after a completion; a continuation
+//! runs exactly once. And the check has teeth: a broken future that checks the state,
 //! unlocks, and only then registers its waker is caught.
 #![cfg(loom)]
 
@@ -70,6 +71,32 @@ fn a_dropped_source_always_resolves_the_future() {
         assert_eq!(loom::future::block_on(completion), Err(Abandoned));
         dropper.join().unwrap();
     });
+}
+
+#[test]
+fn the_last_handle_abandons_only_what_nobody_completed() {
+    let _limit = TestLimit::seconds(120);
+    // Two handles go on two threads; a handle dropped after a completion
+    // skips the count, so this checks the count still finds the last one.
+    for completes in [false, true] {
+        explore(
+            &format!("the last of two handles abandons (completed: {completes})"),
+            move || {
+                let (source, completion) = completion_source::<u32>(Continuations::Inline);
+                let other = source.clone();
+                let elsewhere = thread::spawn(move || {
+                    if completes {
+                        other.set_result(5).unwrap();
+                    }
+                    drop(other);
+                });
+                drop(source);
+                let expected = if completes { Ok(5) } else { Err(Abandoned) };
+                assert_eq!(loom::future::block_on(completion), expected);
+                elsewhere.join().unwrap();
+            },
+        );
+    }
 }
 
 #[test]
