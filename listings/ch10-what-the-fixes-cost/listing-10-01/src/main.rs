@@ -6,8 +6,11 @@
 //! - `cargo run -p listing-10-01` checks that every variant round-trips the
 //!   right bytes, on both layouts (a second or two).
 //! - `cargo bench -p listing-10-01` measures (a few minutes): it prints the
-//!   table and writes it to `target/costs.tsv`, which Listing 10-3 draws.
+//!   table and writes it to `target/costs.tsv`, which Listing 10-4 draws.
 //!   (`cargo run --release -p listing-10-01 -- --bench` does the same.)
+//! - `cargo run --release -p listing-10-01 -- --only waker` runs one variant
+//!   (by its short name) on one core, 5,000 round trips: the run to watch
+//!   with `perf sched record` or `strace -f -c`.
 
 use std::fs;
 use std::future::{poll_fn, Future};
@@ -1106,8 +1109,33 @@ pub fn check(rounds: usize) -> io::Result<()> {
 }
 // ANCHOR_END: check
 
+/// One variant on one core, for a profiler to watch.
+fn only(name: &str) -> io::Result<()> {
+    let Some(variant) = VARIANTS.into_iter().find(|v| v.name() == name) else {
+        let names: Vec<_> = VARIANTS.iter().map(|v| v.name()).collect();
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("no variant `{name}`; the variants are {}", names.join(", ")),
+        ));
+    };
+    enter(Layout::OneCore)?;
+    let samples = measure(variant, 150, 5_000)?;
+    println!(
+        "{}: 5000 round trips on one core, median {:.1} µs",
+        variant.label(),
+        samples.median() / 1e3
+    );
+    Ok(())
+}
+
 fn main() -> io::Result<()> {
-    if !std::env::args().any(|a| a == "--bench") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, name] = args.as_slice() {
+        if flag == "--only" {
+            return only(name);
+        }
+    }
+    if !args.iter().any(|a| a == "--bench") {
         return check(200);
     }
     let plan = Plan {

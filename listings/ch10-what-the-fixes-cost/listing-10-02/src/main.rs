@@ -1,171 +1,455 @@
-//! The zero-hop bridge: Listing 2-3's bridge on a socket whose pending
-//! receives are driven by tokio's own reactor, so that the callback runs on
-//! the runtime's thread and the task it wakes needs no other thread.
+//! A completion source without a lock: one atomic word says who may touch
+//! the result and the waker, the way `tokio::sync::oneshot` does it. It keeps
+//! the waiting side of the support crate's completion source (a future,
+//! woken exactly once, resolved with `Abandoned` if the source is dropped)
+//! and leaves out continuations and blocking waits. `cargo bench -p
+//! listing-10-02` times it against `oneshot` and the support crate's;
+//! `cargo loom` checks it in every interleaving.
 
 use std::io::{self, ErrorKind, Write};
-use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use awd::completion_source::{completion_source, Continuations};
-use awd::frame::{Decoder, Reading};
-use awd::reactor_socket::{self, ReactorSocket};
-use awd::socket::{self, IoThread, Received, Start};
+use awd::socket::{self, CallbackSocket, IoThread, Received, Start};
 
-// ANCHOR: bridge
-/// Receives into `buffer`: at once if the bytes are already there, or when
-/// the runtime's reactor sees them and runs the callback, on the runtime's
-/// own thread.
-pub async fn receive(socket: &ReactorSocket, buffer: Vec<u8>) -> io::Result<Received> {
-    let (source, completion) = completion_source(Continuations::Asynchronous);
-    let start = socket.receive(buffer, move |received| {
-        // Inside the reactor's turn: store the result and wake the task,
-        // which this same thread polls next. Nothing else runs here.
-        let _ = source.set_result(received);
-    });
-    match start {
-        Start::Ready(received) => Ok(received),
-        Start::Pending => completion.await.map_err(|abandoned| {
-            // The socket broke its contract and dropped the callback.
-            io::Error::new(ErrorKind::ConnectionAborted, abandoned)
-        }),
+/// The atomics and the cell, from std, or from loom under `--cfg loom`.
+/// std's `UnsafeCell` gets loom's interface (access through a closure), so
+/// that one text serves both.
+mod sync {
+    #[cfg(loom)]
+    pub use loom::{
+        cell::UnsafeCell,
+        sync::atomic::{AtomicUsize, Ordering},
+        sync::Arc,
+    };
+    #[cfg(not(loom))]
+    pub use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    /// `std::cell::UnsafeCell`, reached the way loom's is.
+    #[cfg(not(loom))]
+    pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    #[cfg(not(loom))]
+    impl<T> UnsafeCell<T> {
+        pub fn new(value: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+        pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+        pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
     }
 }
-// ANCHOR_END: bridge
 
-type Callback = Box<dyn FnOnce(Received) + Send>;
+// ANCHOR: listing
+/// A completion source whose two sides agree through one atomic word.
+pub mod lock_free {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
 
-// ANCHOR: where
-/// Starts a receive with `start` while nothing has been sent, sends a few
-/// bytes, and names the thread that ran the receive's callback.
-async fn callback_thread(
-    start: impl FnOnce(Callback) -> Start<Received>,
-    peer: &mut TcpStream,
-) -> io::Result<String> {
-    let (source, completion) = completion_source(Continuations::Asynchronous);
-    let started = start(Box::new(move |received| {
-        let name = thread::current().name().unwrap_or("unnamed").to_string();
-        let _ = source.set_result((received, name));
-    }));
-    assert!(matches!(started, Start::Pending), "nothing was sent yet");
-    peer.write_all(b"21.5")?;
-    let (received, name) = completion
-        .await
-        .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned))?;
-    assert_eq!(received.bytes(), Some(&b"21.5"[..]));
-    Ok(name)
+    use super::sync::{Arc, AtomicUsize, Ordering::AcqRel, Ordering::Acquire, UnsafeCell};
+    use awd::completion_source::Abandoned;
+
+    /// The waiter's waker is in `waker`. While this is set, both sides may
+    /// read the waker and neither writes it.
+    const WAKER_SET: usize = 0b01;
+    /// The result is in `result`. Before this is set, only the completer
+    /// touches the result; after, only the waiter.
+    const COMPLETE: usize = 0b10;
+
+    struct Shared<T> {
+        state: AtomicUsize,
+        waker: UnsafeCell<Option<Waker>>,
+        result: UnsafeCell<Option<Result<T, Abandoned>>>,
+    }
+
+    // SAFETY: the cells are the only part of `Shared` that is not `Sync`,
+    // and the two bits above decide who may touch them. `result` is written
+    // only by the completer, before it sets COMPLETE (once: the source is
+    // consumed), and read only by the waiter, after it sees COMPLETE; the
+    // AcqRel swap that sets the bit and the Acquire load that sees it order
+    // the write before the read. `waker` is written only by the waiter while
+    // WAKER_SET is clear, and the completer reads it only when its swap
+    // found WAKER_SET set; while it is set, reads from both sides may overlap,
+    // which `Waker: Sync` allows. A `T` is thus moved between threads, never
+    // shared by them, so `T: Send` is enough, as for `Mutex<T>`.
+    unsafe impl<T: Send> Sync for Shared<T> {}
+
+    /// The completing side. Completing consumes it, so it completes at most
+    /// once; dropped without completing, it abandons the completion.
+    pub struct CompletionSource<T: Send> {
+        shared: Option<Arc<Shared<T>>>,
+    }
+
+    /// The waiting side: a future of the result.
+    pub struct Completion<T: Send> {
+        shared: Arc<Shared<T>>,
+    }
+
+    /// A new completion source and the completion it completes.
+    pub fn completion_source<T: Send>() -> (CompletionSource<T>, Completion<T>) {
+        let shared = Arc::new(Shared {
+            state: AtomicUsize::new(0),
+            waker: UnsafeCell::new(None),
+            result: UnsafeCell::new(None),
+        });
+        let source = CompletionSource {
+            shared: Some(Arc::clone(&shared)),
+        };
+        (source, Completion { shared })
+    }
+
+    impl<T: Send> CompletionSource<T> {
+        /// Completes with `value` and wakes the waiter, if it waits.
+        pub fn set_result(mut self, value: T) {
+            if let Some(shared) = self.shared.take() {
+                complete(&shared, Ok(value));
+            }
+        }
+    }
+
+    impl<T: Send> Drop for CompletionSource<T> {
+        fn drop(&mut self) {
+            if let Some(shared) = self.shared.take() {
+                complete(&shared, Err(Abandoned));
+            }
+        }
+    }
+
+    /// Stores the result, then publishes it; wakes the waker left before.
+    fn complete<T: Send>(shared: &Shared<T>, result: Result<T, Abandoned>) {
+        // SAFETY: COMPLETE is not set yet (only this function sets it, once
+        // per source), so the result is still the completer's alone.
+        shared
+            .result
+            .with_mut(|slot| unsafe { *slot = Some(result) });
+        let before = shared.state.fetch_or(COMPLETE, AcqRel);
+        if before & WAKER_SET != 0 {
+            // SAFETY: WAKER_SET was set when COMPLETE went in, so the waiter
+            // wrote the waker before (its AcqRel swap, seen by ours), and it
+            // writes it no more: it writes only after finding COMPLETE clear.
+            shared.waker.with(|waker| {
+                if let Some(waker) = unsafe { &*waker } {
+                    waker.wake_by_ref();
+                }
+            });
+        }
+    }
+
+    impl<T: Send> Future for Completion<T> {
+        type Output = Result<T, Abandoned>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let shared = &*self.shared;
+            let mut state = shared.state.load(Acquire);
+            if state & (COMPLETE | WAKER_SET) == WAKER_SET {
+                // SAFETY: WAKER_SET is set, so nobody writes the waker; the
+                // completer may be reading it too, which is allowed.
+                let same = shared.waker.with(|waker| unsafe {
+                    (*waker).as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+                });
+                if same {
+                    return Poll::Pending;
+                }
+                // A different task polls: take the waker back to replace it.
+                state = shared.state.fetch_and(!WAKER_SET, AcqRel);
+            }
+            if state & COMPLETE == 0 {
+                // SAFETY: WAKER_SET is clear (never set, or cleared just above
+                // before any completion), so a completer that comes now finds
+                // it clear and does not read the waker.
+                let waker = cx.waker().clone();
+                shared.waker.with_mut(|slot| unsafe { *slot = Some(waker) });
+                state = shared.state.fetch_or(WAKER_SET, AcqRel);
+                if state & COMPLETE == 0 {
+                    return Poll::Pending; // the completer will see WAKER_SET
+                }
+            }
+            // SAFETY: COMPLETE is set: the result is the waiter's alone.
+            let result = shared.result.with_mut(|slot| unsafe { (*slot).take() });
+            // Polled again after it returned the result: there is none left.
+            Poll::Ready(result.unwrap_or(Err(Abandoned)))
+        }
+    }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> io::Result<()> {
-    let task = thread::current().name().unwrap_or("unnamed").to_string();
+/// Listing 2-3's bridge with the lock-free completion source.
+async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Received> {
+    let (source, completion) = lock_free::completion_source();
+    match socket.receive(buffer, move |received| source.set_result(received)) {
+        Start::Ready(received) => Ok(received),
+        Start::Pending => completion
+            .await
+            .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),
+    }
+}
+// ANCHOR_END: listing
+
+fn main() -> io::Result<()> {
+    if std::env::args().any(|a| a == "--bench") {
+        return bench::run();
+    }
     let io = IoThread::start()?;
     let (socket, mut peer) = socket::loopback_pair(&io)?;
-    let on = callback_thread(|callback| socket.receive(vec![0; 16], callback), &mut peer).await?;
-    println!("CallbackSocket: the callback ran on `{on}`, the waiting task on `{task}`");
-    let (socket, mut peer) = reactor_socket::loopback_pair()?;
-    let on = callback_thread(|callback| socket.receive(vec![0; 16], callback), &mut peer).await?;
-    println!("ReactorSocket:  the callback ran on `{on}`, the waiting task on `{task}`");
-    // ANCHOR_END: where
-
-    // The bridge serves a sensor, as Listing 2-3's did.
-    let (socket, mut sensor) = reactor_socket::loopback_pair()?;
-    let sending = thread::spawn(move || -> io::Result<()> {
-        for sequence in 1..=3 {
-            let reading = Reading {
-                sensor: 7,
-                sequence,
-                millidegrees: 21_000 + sequence as i32,
-            };
-            sensor.write_all(&reading.encode())?;
-            thread::sleep(Duration::from_millis(2)); // some arrive while the server waits
+    let watcher = socket.clone();
+    let sender = thread::spawn(move || {
+        // Send only once the receive waits, so that the callback completes it.
+        if watcher.wait_for_pending_receive(Duration::from_secs(5)) {
+            let _ = peer.write_all(b"sensor 7: 21.5 C");
         }
-        Ok(()) // dropping the stream closes it
+        peer
     });
-    let mut decoder = Decoder::new();
-    loop {
-        let received = receive(&socket, vec![0; 256]).await?;
-        let n = received.result?;
-        if n == 0 {
-            decoder.finish()?;
-            break;
-        }
-        decoder.push(&received.buffer[..n]);
-        while let Some(reading) = decoder.next_reading() {
-            println!("{}", reading?);
-        }
-    }
-    sending.join().expect("the sensor thread")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let received = runtime.block_on(receive(&socket, vec![0u8; 64]))?;
+    let bytes = received.bytes().unwrap_or_default();
+    println!("received {:?}", String::from_utf8_lossy(bytes));
+    drop(sender.join());
+
+    let (source, completion) = lock_free::completion_source::<u32>();
+    drop(source);
+    println!(
+        "a source dropped unfinished: {:?}",
+        runtime.block_on(completion)
+    );
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use awd::watchdog::TestLimit;
+/// `--bench`: each completion is timed as Listing 10-1 times the primitives
+/// (created, polled once from a tokio task, completed, polled again), on one
+/// thread, which is busy throughout, so wall time measures its work. The
+/// three are timed one after another in each of seven repeats.
+mod bench {
+    use std::future::{poll_fn, Future};
+    use std::hint::black_box;
+    use std::io;
+    use std::pin::Pin;
+    use std::task::Poll;
+    use std::time::Instant;
 
-    #[tokio::test]
-    async fn both_paths_of_the_bridge_deliver_the_bytes() {
-        let _limit = TestLimit::seconds(10);
-        let (socket, mut peer) = reactor_socket::loopback_pair().unwrap();
-        // Sent only once the receive is pending: the reactor completes it.
-        let waiting = socket.clone();
-        let writer = thread::spawn(move || {
-            while !waiting.is_receive_pending() {
-                thread::sleep(Duration::from_millis(1));
-            }
-            peer.write_all(b"cd").unwrap();
-            peer
-        });
-        let received = receive(&socket, vec![0; 8]).await.unwrap();
-        assert_eq!(received.bytes(), Some(&b"cd"[..]));
-        assert_eq!(socket.receive_callbacks(), 1);
-        let mut peer = writer.join().unwrap();
-        // Then more bytes, and the end of the stream.
-        peer.write_all(b"ef").unwrap();
-        peer.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        loop {
-            let received = receive(&socket, vec![0; 8]).await.unwrap();
-            match received.result.unwrap() {
-                0 => break,
-                n => got.extend_from_slice(&received.buffer[..n]),
+    use awd::completion_source::{completion_source, Continuations};
+
+    use super::lock_free;
+
+    const OPS: u32 = 1_000_000;
+    const REPEATS: usize = 7;
+    const NAMES: [&str; 3] = [
+        "tokio::sync::oneshot",
+        "awd's completion source (a lock)",
+        "lock-free completion source",
+    ];
+
+    /// Polls `future` once: true if it is pending (its waker stays with it).
+    async fn pending<F: Future + Unpin>(future: &mut F) -> bool {
+        poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx).is_pending())).await
+    }
+
+    async fn completions(primitive: usize) {
+        for i in 0..OPS {
+            match primitive {
+                0 => {
+                    let (sender, mut receiver) = tokio::sync::oneshot::channel();
+                    assert!(pending(&mut receiver).await);
+                    let _ = sender.send(i);
+                    black_box(receiver.await.expect("sent"));
+                }
+                1 => {
+                    let (source, mut completion) = completion_source(Continuations::Asynchronous);
+                    assert!(pending(&mut completion).await);
+                    let _ = source.set_result(i);
+                    drop(source);
+                    black_box(completion.await.expect("set"));
+                }
+                _ => {
+                    let (source, mut completion) = lock_free::completion_source();
+                    assert!(pending(&mut completion).await);
+                    source.set_result(i);
+                    black_box(completion.await.expect("set"));
+                }
             }
         }
-        assert_eq!(got, b"ef");
     }
 
-    #[tokio::test]
-    async fn the_callback_runs_on_the_runtime_thread() {
-        let _limit = TestLimit::seconds(10);
-        let (socket, mut peer) = reactor_socket::loopback_pair().unwrap();
-        let on = callback_thread(|callback| socket.receive(vec![0; 16], callback), &mut peer)
-            .await
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    }
+
+    pub fn run() -> io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        let mut times = vec![Vec::new(); NAMES.len()];
+        let mut ratios = vec![Vec::new(); NAMES.len()];
+        for repeat in 0..REPEATS {
+            let mut ns = [0.0; NAMES.len()];
+            for k in 0..NAMES.len() {
+                let primitive = (k + repeat) % NAMES.len(); // a shifting order
+                let started = Instant::now();
+                // `unconstrained`: no cooperative yield every 128th poll.
+                runtime.block_on(tokio::task::unconstrained(completions(primitive)));
+                ns[primitive] = started.elapsed().as_nanos() as f64 / f64::from(OPS);
+            }
+            for (primitive, &time) in ns.iter().enumerate() {
+                times[primitive].push(time);
+                ratios[primitive].push(time / ns[0]);
+            }
+        }
+        println!("ns per completion: median of {REPEATS} repeats of {OPS} completions");
+        for (k, name) in NAMES.iter().enumerate() {
+            println!(
+                "{name:<34} {:>6.1} ns   {:.2} x oneshot",
+                median(times[k].clone()),
+                median(ratios[k].clone())
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::lock_free::completion_source;
+    use super::*;
+    use awd::completion_source::Abandoned;
+    use awd::watchdog::TestLimit;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    #[test]
+    fn the_bridge_receives_through_it() {
+        let _limit = TestLimit::seconds(20);
+        let io = IoThread::start().unwrap();
+        let (socket, mut peer) = socket::loopback_pair(&io).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
             .unwrap();
-        assert_eq!(Some(on.as_str()), thread::current().name());
+        let waiting = socket.clone();
+        let writer = thread::spawn(move || {
+            assert!(waiting.wait_for_pending_receive(Duration::from_secs(5)));
+            peer.write_all(b"abc").unwrap();
+            peer
+        });
+        let received = runtime.block_on(receive(&socket, vec![0; 8])).unwrap();
+        assert_eq!(received.bytes(), Some(&b"abc"[..]));
+        drop(writer.join().unwrap()); // the peer closes: the end of the stream
+        let end = runtime.block_on(receive(&socket, vec![0; 8])).unwrap();
+        assert_eq!(end.bytes(), Some(&b""[..]));
     }
 
-    #[tokio::test]
-    async fn a_closed_socket_is_an_error_not_a_hang() {
-        let _limit = TestLimit::seconds(10);
-        let (socket, _peer) = reactor_socket::loopback_pair().unwrap();
-        let closer = socket.clone();
-        let closing = tokio::spawn(async move {
-            tokio::task::yield_now().await; // after the receive below is pending
-            closer.close();
+    #[test]
+    fn completed_on_another_thread_it_wakes_the_waiter() {
+        let _limit = TestLimit::seconds(20);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..1_000 {
+            let (source, completion) = completion_source();
+            let completer = thread::spawn(move || source.set_result(i));
+            assert_eq!(runtime.block_on(completion), Ok(i));
+            completer.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_dropped_source_resolves_the_waiter_with_an_error() {
+        let _limit = TestLimit::seconds(20);
+        let (source, mut completion) = completion_source::<u32>();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut completion).poll(&mut cx).is_pending());
+        drop(source);
+        assert_eq!(
+            Pin::new(&mut completion).poll(&mut cx),
+            Poll::Ready(Err(Abandoned))
+        );
+        // Polled again after the result: an error, not a panic.
+        assert_eq!(
+            Pin::new(&mut completion).poll(&mut cx),
+            Poll::Ready(Err(Abandoned))
+        );
+    }
+
+    #[test]
+    fn a_result_set_before_the_first_poll_is_there() {
+        let _limit = TestLimit::seconds(20);
+        let (source, mut completion) = completion_source();
+        source.set_result("early");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(
+            Pin::new(&mut completion).poll(&mut cx),
+            Poll::Ready(Ok("early"))
+        );
+    }
+}
+
+/// Every interleaving, with loom (`cargo loom`).
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::lock_free::completion_source;
+    use awd::completion_source::Abandoned;
+    use awd::watchdog::TestLimit;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Waker};
+
+    fn explore(name: &str, model: impl Fn() + Sync + Send + 'static) {
+        let explored = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&explored);
+        loom::model(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            model();
         });
-        let error = receive(&socket, vec![0; 8])
-            .await
-            .unwrap()
-            .result
-            .unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::ConnectionAborted);
-        closing.await.unwrap();
-        let error = receive(&socket, vec![0; 8])
-            .await
-            .unwrap()
-            .result
-            .unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::NotConnected);
+        eprintln!(
+            "{name}: {} interleavings explored",
+            explored.load(std::sync::atomic::Ordering::SeqCst)
+        );
+    }
+
+    #[test]
+    fn a_waiting_future_is_always_woken() {
+        let _limit = TestLimit::seconds(120);
+        explore("lock-free: a waiting future is always woken", || {
+            let (source, completion) = completion_source::<u32>();
+            let completer = loom::thread::spawn(move || source.set_result(3));
+            assert_eq!(loom::future::block_on(completion), Ok(3));
+            completer.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_dropped_source_always_resolves_the_future() {
+        let _limit = TestLimit::seconds(120);
+        explore(
+            "lock-free: a dropped source always resolves the future",
+            || {
+                let (source, completion) = completion_source::<u32>();
+                let dropper = loom::thread::spawn(move || drop(source));
+                assert_eq!(loom::future::block_on(completion), Err(Abandoned));
+                dropper.join().unwrap();
+            },
+        );
+    }
+
+    #[test]
+    fn a_replaced_waker_is_the_one_woken() {
+        let _limit = TestLimit::seconds(120);
+        explore("lock-free: a replaced waker is the one woken", || {
+            let (source, mut completion) = completion_source::<u32>();
+            let completer = loom::thread::spawn(move || source.set_result(5));
+            // First polled by another task (a waker that does nothing), then
+            // awaited here: the waker is replaced while the completer runs.
+            let mut cx = Context::from_waker(Waker::noop());
+            let first = Pin::new(&mut completion).poll(&mut cx);
+            if first.is_pending() {
+                assert_eq!(loom::future::block_on(completion), Ok(5));
+            } else {
+                assert_eq!(first, std::task::Poll::Ready(Ok(5)));
+            }
+            completer.join().unwrap();
+        });
     }
 }

@@ -28,33 +28,122 @@ fn usage() -> ExitCode {
 }
 
 /// The loom checks build everything with `--cfg loom`, in a target directory of
-/// their own so the ordinary build stays cached.
+/// their own so the ordinary build stays cached: the support crate's completion
+/// source, then Listing 10-2's lock-free one.
 fn loom() -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let args = [
-        "test",
-        "-p",
-        "awd",
-        "--release",
-        "--test",
-        "loom_completion_source",
-        "--target-dir",
-        "target/loom",
-        "--",
-        "--nocapture",
-        "--test-threads=1",
-    ];
-    eprintln!("$ RUSTFLAGS=\"--cfg loom\" cargo {}", args.join(" "));
-    let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
-        .env("RUSTFLAGS", "--cfg loom")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    let support = ["-p", "awd", "--test", "loom_completion_source"];
+    let lock_free = ["-p", "listing-10-02", "--bin", "listing-10-02"];
+    for selection in [&support[..], &lock_free[..]] {
+        let mut args = vec!["test", "--release", "--target-dir", "target/loom"];
+        args.extend_from_slice(selection);
+        args.extend_from_slice(&["--", "--nocapture", "--test-threads=1"]);
+        eprintln!("$ RUSTFLAGS=\"--cfg loom\" cargo {}", args.join(" "));
+        let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .env("RUSTFLAGS", "--cfg loom")
+            .args(&args)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return ExitCode::FAILURE;
+        }
+    }
+    for mutant in LOCK_FREE_MUTANTS {
+        if let Err(why) = mutant.is_caught(&root) {
+            eprintln!("mutant `{}`: {why}", mutant.name);
+            return ExitCode::FAILURE;
+        }
+        eprintln!("mutant `{}`: caught by loom", mutant.name);
+    }
+    ExitCode::SUCCESS
+}
+
+/// A one-line bug planted in a copy of Listing 10-2, and what loom must say
+/// about it: chapter 10 claims both, so `cargo loom` checks both.
+struct Mutant {
+    name: &'static str,
+    original: &'static str,
+    broken: &'static str,
+    /// What loom may report: a failed model must say one of these, so that
+    /// a mutant that merely fails to compile is not counted as caught.
+    caught_by: &'static [&'static str],
+}
+
+const LOCK_FREE_MUTANTS: [Mutant; 2] = [
+    Mutant {
+        name: "the completer's AcqRel weakened to Acquire",
+        original: "let before = shared.state.fetch_or(COMPLETE, AcqRel);",
+        broken: "let before = shared.state.fetch_or(COMPLETE, Acquire);",
+        caught_by: &["Causality violation"],
+    },
+    Mutant {
+        name: "no second look at COMPLETE after leaving the waker",
+        original: "state = shared.state.fetch_or(WAKER_SET, AcqRel);\n                if state & COMPLETE == 0 {",
+        broken: "shared.state.fetch_or(WAKER_SET, AcqRel);\n                {",
+        // loom reports the lost wake-up as a deadlock, or as a causality
+        // violation, depending on the interleaving it reaches first.
+        caught_by: &["deadlock; threads = ", "Causality violation"],
+    },
+];
+
+impl Mutant {
+    /// Builds the broken copy as a package of its own under `target/loom`,
+    /// runs its loom models, and checks that they fail with `caught_by`.
+    fn is_caught(&self, root: &Path) -> Result<(), String> {
+        let listing = root.join("listings/ch10-what-the-fixes-cost/listing-10-02");
+        let source = std::fs::read_to_string(listing.join("src/main.rs"))
+            .map_err(|e| format!("cannot read Listing 10-2: {e}"))?;
+        if source.matches(self.original).count() != 1 {
+            return Err("Listing 10-2 no longer has the line this mutant breaks".into());
+        }
+        let dir = root
+            .join("target/loom/mutants")
+            .join(self.name.replace([' ', '\''], "-"));
+        let write = |path: &Path, text: &str| {
+            std::fs::create_dir_all(path.parent().unwrap_or(&dir))
+                .and_then(|()| std::fs::write(path, text))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        let awd = root.join("listings/awd");
+        write(
+            &dir.join("Cargo.toml"),
+            &format!(
+                "[package]\nname = \"mutant\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+                 publish = false\n\n[dependencies]\nawd = {{ path = {awd:?} }}\n\
+                 tokio = {{ version = \"1.45\", features = [\"full\"] }}\n\n\
+                 [target.'cfg(loom)'.dependencies]\n\
+                 loom = {{ version = \"0.7\", features = [\"futures\"] }}\n\n[workspace]\n"
+            ),
+        )?;
+        write(
+            &dir.join("src/main.rs"),
+            &source.replace(self.original, self.broken),
+        )?;
+        if let Ok(lock) = std::fs::read_to_string(root.join("Cargo.lock")) {
+            write(&dir.join("Cargo.lock"), &lock)?; // the same versions as the book's
+        }
+        let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .env("RUSTFLAGS", "--cfg loom")
+            .args(["test", "--release", "--target-dir"])
+            .arg(root.join("target/loom"))
+            .arg("--manifest-path")
+            .arg(dir.join("Cargo.toml"))
+            .args(["--", "--test-threads=1"])
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        let said =
+            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            Err("its loom models passed: the bug went unnoticed".into())
+        } else if !self.caught_by.iter().any(|report| said.contains(report)) {
+            Err(format!(
+                "the models failed, but not with {:?}:\n{said}",
+                self.caught_by
+            ))
+        } else {
+            Ok(())
+        }
     }
 }
 
