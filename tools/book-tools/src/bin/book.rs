@@ -60,7 +60,7 @@ fn loom() -> ExitCode {
 }
 
 /// A one-line bug planted in a copy of Listing 10-2, and what loom must say
-/// about it: chapter 10 claims both, so `cargo loom` checks both.
+/// about it: chapter 10 claims each, so `cargo loom` checks each.
 struct Mutant {
     name: &'static str,
     original: &'static str,
@@ -70,7 +70,7 @@ struct Mutant {
     caught_by: &'static [&'static str],
 }
 
-const LOCK_FREE_MUTANTS: [Mutant; 2] = [
+const LOCK_FREE_MUTANTS: [Mutant; 3] = [
     Mutant {
         name: "the completer's AcqRel weakened to Acquire",
         original: "let before = shared.state.fetch_or(COMPLETE, AcqRel);",
@@ -84,6 +84,12 @@ const LOCK_FREE_MUTANTS: [Mutant; 2] = [
         // loom reports the lost wake-up as a deadlock, or as a causality
         // violation, depending on the interleaving it reaches first.
         caught_by: &["deadlock; threads = ", "Causality violation"],
+    },
+    Mutant {
+        name: "a replaced waker written without clearing WAKER_SET first",
+        original: "state = shared.state.fetch_and(!WAKER_SET, AcqRel);",
+        broken: "state &= !WAKER_SET;",
+        caught_by: &["Causality violation"],
     },
 ];
 
