@@ -73,10 +73,11 @@ pub mod lock_free {
     // and the two bits above decide who may touch them. `result` is written
     // only by the completer, before it sets COMPLETE (once: the source is
     // consumed), and read only by the waiter, after it sees COMPLETE; the
-    // AcqRel swap that sets the bit and the Acquire load that sees it order
-    // the write before the read. `waker` is written only by the waiter while
-    // WAKER_SET is clear, and the completer reads it only when its swap
-    // found WAKER_SET set; while it is set, reads from both sides may overlap,
+    // completer's AcqRel `fetch_or` that sets the bit, and whichever of the
+    // waiter's Acquire or AcqRel operations first sees it, order the write
+    // before the read. `waker` is written only by the waiter while
+    // WAKER_SET is clear, and the completer reads it only when its
+    // `fetch_or` found WAKER_SET set; while it is set, reads from both sides may overlap,
     // which `Waker: Sync` allows. A `T` is thus moved between threads, never
     // shared by them, so `T: Send` is enough, as for `Mutex<T>`.
     unsafe impl<T: Send> Sync for Shared<T> {}
@@ -132,8 +133,9 @@ pub mod lock_free {
         let before = shared.state.fetch_or(COMPLETE, AcqRel);
         if before & WAKER_SET != 0 {
             // SAFETY: WAKER_SET was set when COMPLETE went in, so the waiter
-            // wrote the waker before (its AcqRel swap, seen by ours), and it
-            // writes it no more: it writes only after finding COMPLETE clear.
+            // wrote the waker before (its AcqRel `fetch_or`, which ours
+            // reads, orders that write before this read), and it writes it
+            // no more: it writes only after finding COMPLETE clear.
             shared.waker.with(|waker| {
                 if let Some(waker) = unsafe { &*waker } {
                     waker.wake_by_ref();
@@ -173,7 +175,9 @@ pub mod lock_free {
             }
             // SAFETY: COMPLETE is set: the result is the waiter's alone.
             let result = shared.result.with_mut(|slot| unsafe { (*slot).take() });
-            // Polled again after it returned the result: there is none left.
+            // Polled again after it returned the result (a caller's bug):
+            // there is no result left, and like the support crate's source it
+            // answers `Err(Abandoned)` rather than panicking.
             Poll::Ready(result.unwrap_or(Err(Abandoned)))
         }
     }
@@ -394,7 +398,7 @@ mod loom_models {
     use awd::watchdog::TestLimit;
     use std::future::Future;
     use std::pin::Pin;
-    use std::task::{Context, Waker};
+    use std::task::{Context, Poll, Waker};
 
     fn explore(name: &str, model: impl Fn() + Sync + Send + 'static) {
         let explored = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -447,9 +451,69 @@ mod loom_models {
             if first.is_pending() {
                 assert_eq!(loom::future::block_on(completion), Ok(5));
             } else {
-                assert_eq!(first, std::task::Poll::Ready(Ok(5)));
+                assert_eq!(first, Poll::Ready(Ok(5)));
             }
             completer.join().unwrap();
+        });
+    }
+
+    /// A waker that raises a flag, so a model can wait for the wake-up.
+    struct Flag(loom::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, loom::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_same_task_polling_again_keeps_its_waker() {
+        let _limit = TestLimit::seconds(120);
+        explore(
+            "lock-free: the same task polling again keeps its waker",
+            || {
+                let (source, mut completion) = completion_source::<u32>();
+                let completer = loom::thread::spawn(move || source.set_result(9));
+                let flag = std::sync::Arc::new(Flag(loom::sync::atomic::AtomicBool::new(false)));
+                let waker = Waker::from(std::sync::Arc::clone(&flag));
+                // The path under test needs a waker that knows its own clone.
+                assert!(waker.will_wake(&waker.clone()));
+                let mut cx = Context::from_waker(&waker);
+                // Polled twice by the same task: the second poll finds its own
+                // waker in place and leaves it there.
+                let mut result = Pin::new(&mut completion).poll(&mut cx);
+                if result.is_pending() {
+                    result = Pin::new(&mut completion).poll(&mut cx);
+                }
+                if result.is_pending() {
+                    while !flag.0.load(loom::sync::atomic::Ordering::SeqCst) {
+                        loom::thread::yield_now();
+                    }
+                    result = Pin::new(&mut completion).poll(&mut cx);
+                }
+                assert_eq!(result, Poll::Ready(Ok(9)));
+                completer.join().unwrap();
+            },
+        );
+    }
+
+    #[test]
+    fn a_completion_dropped_while_completing_drops_each_thing_once() {
+        let _limit = TestLimit::seconds(120);
+        explore("lock-free: a completion dropped while completing", || {
+            let (source, mut completion) = completion_source::<std::sync::Arc<()>>();
+            let value = std::sync::Arc::new(());
+            let sent = std::sync::Arc::clone(&value);
+            let completer = loom::thread::spawn(move || source.set_result(sent));
+            let flag = std::sync::Arc::new(Flag(loom::sync::atomic::AtomicBool::new(false)));
+            let waker = Waker::from(std::sync::Arc::clone(&flag));
+            let _ = Pin::new(&mut completion).poll(&mut Context::from_waker(&waker));
+            drop(completion); // the waiter gives up, whatever the completer is doing
+            completer.join().unwrap();
+            // The result and the waker's clone were each dropped, once.
+            assert_eq!(std::sync::Arc::strong_count(&value), 1);
+            drop(waker);
+            assert_eq!(std::sync::Arc::strong_count(&flag), 1);
         });
     }
 }
