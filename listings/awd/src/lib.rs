@@ -12,6 +12,8 @@
 //! - [`reactor_socket`]: the same receive contract driven by tokio's own
 //!   reactor, with callbacks on the runtime's thread and no I/O thread
 //!   (chapter 10);
+//! - [`message_loop`]: a UI thread's message loop, the counterpart of a .NET
+//!   `SynchronizationContext`, and `.Result` on it (chapter 4);
 //! - [`frame`]: the sensor protocol, a length-prefixed reading per frame;
 //! - [`watchdog`]: runs a scenario on a thread of its own and reports, within a
 //!   bounded time, either its result or why it is stuck; also the per-test
@@ -22,6 +24,7 @@
 pub mod bridge;
 pub mod completion_source;
 pub mod frame;
+pub mod message_loop;
 pub mod reactor_socket;
 pub mod socket;
 pub mod waits;

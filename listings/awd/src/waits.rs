@@ -37,6 +37,8 @@ pub enum WaitsFor {
     Receive(u64),
     /// Work that only the thread with this name can do.
     Thread(String),
+    /// The task with this name (see [`crate::message_loop`]) to finish.
+    Task(String),
     /// The lock with this name, held by the thread with that name.
     Lock {
         /// The lock's name.
@@ -51,6 +53,7 @@ impl fmt::Display for WaitsFor {
         match self {
             WaitsFor::Receive(id) => write!(f, "receive #{id}"),
             WaitsFor::Thread(name) => write!(f, "work that only thread `{name}` can run"),
+            WaitsFor::Task(name) => write!(f, "the task `{name}` to finish"),
             WaitsFor::Lock { lock, holder } => {
                 write!(f, "the lock `{lock}`, held by thread `{holder}`")
             }
@@ -108,6 +111,26 @@ struct ThreadFacts {
     busy: BTreeMap<String, u64>,
 }
 
+/// Where a task of a message loop stands.
+#[derive(Clone, Debug)]
+enum TaskState {
+    /// Suspended: polled, returned `Pending`, not woken since. `on_receive`
+    /// is the receive it started in that poll, if it started one.
+    Suspended { on_receive: Option<u64> },
+    /// Woken: its rest was posted to the queue of its loop's thread.
+    Queued { posted_by: String, at: Duration },
+    /// Taken from the queue and being polled.
+    Running,
+    /// Finished.
+    Finished,
+}
+
+struct TaskFacts {
+    /// The thread whose message loop runs it.
+    home: String,
+    state: TaskState,
+}
+
 struct ReceiveFacts {
     socket: u64,
     state: ReceiveState,
@@ -120,6 +143,7 @@ struct Registry {
     threads: BTreeMap<u64, ThreadFacts>,
     next_thread: u64,
     receives: BTreeMap<u64, ReceiveFacts>,
+    tasks: BTreeMap<String, TaskFacts>,
     events: Vec<Event>,
 }
 
@@ -141,6 +165,7 @@ fn registry() -> MutexGuard<'static, Registry> {
                 threads: BTreeMap::new(),
                 next_thread: 0,
                 receives: BTreeMap::new(),
+                tasks: BTreeMap::new(),
                 events: Vec::new(),
             })
         })
@@ -330,6 +355,74 @@ pub fn receive_now(id: u64, state: ReceiveState) {
     }
 }
 
+/// Records that the task `task`, of the message loop on thread `home`,
+/// returned `Pending`, having started receive `on_receive` if it did.
+pub fn task_suspended(task: &str, home: &str, on_receive: Option<u64>) {
+    if !recording() {
+        return;
+    }
+    let mut registry = registry();
+    let facts = registry
+        .tasks
+        .entry(task.to_string())
+        .or_insert_with(|| TaskFacts {
+            home: home.to_string(),
+            state: TaskState::Running,
+        });
+    // A wake-up may have posted the task again while it was being polled.
+    if !matches!(facts.state, TaskState::Queued { .. }) {
+        facts.state = TaskState::Suspended { on_receive };
+    }
+    while registry.tasks.len() > MAX_RECEIVES {
+        let oldest = registry.tasks.keys().next().expect("not empty").clone();
+        registry.tasks.remove(&oldest);
+    }
+}
+
+/// Records, on the current thread, that it posted the rest of `task` to the
+/// queue of the message loop on thread `home`.
+pub fn task_posted(task: &str, home: &str) {
+    if !recording() {
+        return;
+    }
+    let mut registry = registry();
+    let at = registry.start.elapsed();
+    registry.record(EventKind::Mark(format!(
+        "posts the rest of task `{task}` to the queue of `{home}`"
+    )));
+    let facts = registry
+        .tasks
+        .entry(task.to_string())
+        .or_insert_with(|| TaskFacts {
+            home: home.to_string(),
+            state: TaskState::Running,
+        });
+    facts.state = TaskState::Queued {
+        posted_by: thread_name(),
+        at,
+    };
+}
+
+/// Records that the loop's thread took `task` from its queue to run it.
+pub fn task_taken(task: &str) {
+    if !recording() {
+        return;
+    }
+    if let Some(facts) = registry().tasks.get_mut(task) {
+        facts.state = TaskState::Running;
+    }
+}
+
+/// Records that `task` finished.
+pub fn task_finished(task: &str) {
+    if !recording() {
+        return;
+    }
+    if let Some(facts) = registry().tasks.get_mut(task) {
+        facts.state = TaskState::Finished;
+    }
+}
+
 /// Waits until `thread` is blocked in a [`blocking`] call. Tests use it to
 /// act only once a consumer has really suspended. False if `timeout` passed
 /// first.
@@ -459,6 +552,74 @@ pub fn diagnose(since: Instant) -> Diagnosis {
         let mut current = *start;
         loop {
             let (_, waits_for, _) = current.blocked.as_ref().expect("blocked");
+            // A task stands for what it waits for in turn.
+            let task_waits_for;
+            let waits_for = match waits_for {
+                WaitsFor::Task(name) => match registry.tasks.get(name) {
+                    Some(TaskFacts {
+                        home,
+                        state: TaskState::Queued { posted_by, at },
+                    }) => {
+                        let line = format!(
+                            "the rest of task `{name}` was posted to the message queue of \
+                             thread `{home}` by thread `{posted_by}` ({} ms after the \
+                             program started), and waits there: only thread `{home}` runs \
+                             that queue",
+                            at.as_millis()
+                        );
+                        if !lines.contains(&line) {
+                            lines.push(line);
+                        }
+                        task_waits_for = WaitsFor::Thread(home.clone());
+                        &task_waits_for
+                    }
+                    Some(TaskFacts {
+                        state:
+                            TaskState::Suspended {
+                                on_receive: Some(id),
+                            },
+                        ..
+                    }) => {
+                        let line = format!(
+                            "task `{name}` is suspended on receive #{id}; its waker will \
+                             post the rest to its message loop"
+                        );
+                        if !lines.contains(&line) {
+                            lines.push(line);
+                        }
+                        task_waits_for = WaitsFor::Receive(*id);
+                        &task_waits_for
+                    }
+                    Some(TaskFacts {
+                        home,
+                        state: TaskState::Suspended { on_receive: None },
+                    }) => {
+                        let line = format!(
+                            "task `{name}` is suspended on no receive of the callback \
+                             socket: what can wake it (tokio's I/O driver and timers on \
+                             its loop) runs only when thread `{home}` runs its loop"
+                        );
+                        if !lines.contains(&line) {
+                            lines.push(line);
+                        }
+                        task_waits_for = WaitsFor::Thread(home.clone());
+                        &task_waits_for
+                    }
+                    Some(TaskFacts {
+                        home,
+                        state: TaskState::Running,
+                    }) => {
+                        task_waits_for = WaitsFor::Thread(home.clone());
+                        &task_waits_for
+                    }
+                    Some(TaskFacts {
+                        state: TaskState::Finished,
+                        ..
+                    })
+                    | None => break,
+                },
+                other => other,
+            };
             let next = match waits_for {
                 WaitsFor::Receive(id) => match registry.receives.get(id) {
                     Some(ReceiveFacts {
@@ -509,6 +670,7 @@ pub fn diagnose(since: Instant) -> Diagnosis {
                     None => break,
                 },
                 WaitsFor::Thread(name) => name.clone(),
+                WaitsFor::Task(_) => break,
                 WaitsFor::Lock { holder, .. } => holder.clone(),
             };
             if let Some(at) = chain.iter().position(|n| *n == next) {
