@@ -238,3 +238,73 @@ fn every_test_starts_with_a_time_limit() {
         unbounded.join("\n")
     );
 }
+
+/// A listing copied out of the repository, with only `listings/awd` beside
+/// it, must still build: its manifest inherits nothing from the workspace
+/// (no `workspace = true`, no `key.workspace = true`), and every path
+/// dependency stays inside `listings/`.
+#[test]
+fn every_listing_manifest_stands_on_its_own() {
+    let _limit = TestLimit::seconds(10);
+    let listings = root().join("listings");
+    let mut manifests = vec![listings.join("awd/Cargo.toml")];
+    for chapter_dir in fs::read_dir(&listings).expect("listings/").flatten() {
+        if chapter_dir.file_name().to_string_lossy().starts_with("ch") {
+            for crate_dir in fs::read_dir(chapter_dir.path())
+                .expect("a chapter folder")
+                .flatten()
+            {
+                manifests.push(crate_dir.path().join("Cargo.toml"));
+            }
+        }
+    }
+    let mut inherited = Vec::new();
+    for manifest in &manifests {
+        let text = fs::read_to_string(manifest)
+            .unwrap_or_else(|_| panic!("{} cannot be read", manifest.display()));
+        for (i, line) in text.lines().enumerate() {
+            // The line without its comment and without blanks: `a.b = { c = 1 }`
+            // becomes `a.b={c=1}`. No manifest here has a `#` inside a string.
+            let code: String = line
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            let at = format!("{}:{}", manifest.display(), i + 1);
+            if code == "workspace=true"
+                || code.contains(".workspace=true")
+                || code.contains("{workspace=true")
+                || code.contains(",workspace=true")
+            {
+                inherited.push(format!(
+                    "{at}: inherits from the workspace: {}",
+                    line.trim()
+                ));
+            }
+            if let Some(start) = code.find("path=\"") {
+                let relative = code[start + 6..].split('"').next().unwrap_or_default();
+                if relative.ends_with(".rs") {
+                    continue; // a target's source file, not a dependency
+                }
+                let target = manifest.parent().expect("a crate folder").join(relative);
+                let inside = target
+                    .canonicalize()
+                    .is_ok_and(|t| t.starts_with(listings.canonicalize().expect("listings/")));
+                if !inside {
+                    inherited.push(format!("{at}: a path outside listings/: {}", line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        manifests.len() > 30,
+        "found only {} manifests",
+        manifests.len()
+    );
+    assert!(
+        inherited.is_empty(),
+        "a copied listing would not build; write the values out:\n{}",
+        inherited.join("\n")
+    );
+}
