@@ -2,7 +2,10 @@
 //! them after they are introduced.
 //!
 //! - [`receive`] is Listing 2-3: a receive as a future, with the `Ready` path
-//!   handled; waking the task is all the callback does.
+//!   handled; waking the task is all the callback does. Both paths spend
+//!   tokio's cooperative budget, so a loop of receives that are always
+//!   `Ready` (a client that keeps its socket full) still yields to the other
+//!   tasks of its worker.
 //! - [`receive_completion`] is Listing 3-1's bridge: a receive as a
 //!   [`Completion`], so code can be registered to run when it completes,
 //!   inline or asynchronously as the [`Continuations`] mode says. A pending
@@ -23,7 +26,13 @@ pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Rec
         let _ = source.set_result(received);
     });
     match start {
-        Start::Ready(received) => Ok(received),
+        Start::Ready(received) => {
+            // Finished at once, so nothing was awaited: spend a unit of the
+            // budget here, and yield to the scheduler when it is spent.
+            tokio::task::coop::consume_budget().await;
+            Ok(received)
+        }
+        // Awaiting the completion spends the budget (see `Completion`).
         Start::Pending => completion
             .await
             .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),

@@ -18,6 +18,10 @@
 //!   can hang a program.
 //! - Dropping every [`CompletionSource`] without completing resolves the
 //!   waiter with [`Abandoned`] instead of leaving it waiting forever.
+//! - As a future, a [`Completion`] spends one unit of tokio's cooperative
+//!   budget each time it is polled, as tokio's own `oneshot::Receiver` does: a
+//!   task that awaits completions that are always ready still returns to its
+//!   scheduler now and then (`tokio::task::coop`).
 
 use std::fmt;
 use std::future::Future;
@@ -338,23 +342,32 @@ impl<T: Send + 'static> Future for Completion<T> {
     type Output = Result<T, Abandoned>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // One unit of the task's budget, as `oneshot::Receiver::poll_recv`
+        // spends: with none left, the task yields (it is woken to run again
+        // at once) instead of running on. Outside a tokio task the budget is
+        // unlimited. Given back unless a result is taken.
+        #[cfg(not(loom))]
+        let budget = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         // Check and register under one lock: a completion between the two
         // would otherwise find no waker, and this task would sleep forever.
         let mut state = self.shared.state();
-        match &mut *state {
+        let result = match &mut *state {
             State::Waiting { waker, .. } => {
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
                 }
-                Poll::Pending
+                return Poll::Pending;
             }
             State::Done(_) => match std::mem::replace(&mut *state, State::Taken) {
-                State::Done(result) => Poll::Ready(result),
+                State::Done(result) => result,
                 _ => unreachable!("matched Done above"),
             },
-            State::Taken => Poll::Ready(Err(Abandoned)),
-        }
+            State::Taken => Err(Abandoned),
+        };
+        #[cfg(not(loom))]
+        budget.made_progress();
+        Poll::Ready(result)
     }
 }
 

@@ -13,8 +13,9 @@
 //!   bytes were already buffered, or the error is immediate). **The callback is
 //!   not called.**
 //! - [`Start::Pending`]: the callback runs later, **exactly once**, with the
-//!   result: on the thread that runs the runtime's I/O driver (the runtime's
-//!   only thread, on a `current_thread` runtime), inside the reactor's turn.
+//!   result, from the socket's driver task on the runtime: on the runtime's
+//!   only thread on a `current_thread` runtime, on a worker on a
+//!   multi-threaded one.
 //!
 //! | situation | outcome |
 //! |---|---|
@@ -22,25 +23,37 @@
 //! | a receive started while another receive is pending | `Ready(Err(ResourceBusy))` |
 //! | a receive started on a closed socket | `Ready(Err(NotConnected))` |
 //! | the socket closed, or its last handle dropped, with a receive pending | its callback runs with `Err(ConnectionAborted)`, from a task on the runtime |
-//! | the runtime shut down with a receive pending | its callback runs with an error, on the thread that shuts it down |
+//! | the runtime shut down with a receive pending | its callback runs with `Err(ConnectionAborted)`, on the thread that shuts it down |
+//! | a receive that would wait, started after the runtime shut down | `Ready(Err(ConnectionAborted))` |
 //!
 //! `Ok(0)` is the end of the stream, as before.
 //!
 //! # How
 //!
 //! The socket is registered with the runtime's reactor through
-//! [`tokio::io::unix::AsyncFd`]. A receive first tries a plain non-blocking
-//! read; if no bytes are there, it leaves a waker of its own with the reactor
-//! (`poll_read_ready`) instead of a task's. When the socket becomes readable,
-//! the reactor calls that waker, on its own thread, and the waker does what the
-//! I/O thread's loop does: it reads, and calls the callback. No task is
-//! scheduled for the read itself and no other thread is involved.
+//! [`tokio::io::unix::AsyncFd`], and one task per socket, its *driver*, waits
+//! on it. A receive first tries a plain non-blocking read; if no bytes are
+//! there, it leaves the receive for the driver and returns. When the reactor
+//! sees the socket readable it wakes the driver, which is all a wake does: it
+//! schedules the task. The driver, polled like any task, reads the bytes and
+//! calls the callback. No other thread is involved: on a `current_thread`
+//! runtime, the reactor, the driver and the task the callback wakes all run
+//! on the one thread.
 //!
-//! The price is where callbacks run: inside the reactor, on the runtime's
-//! thread. A callback that blocks, or that runs for long, stops every task of
-//! that runtime, not just one I/O thread. Keep callbacks short, as the I/O
-//! thread already required; here it is not a courtesy but the runtime's
-//! health.
+//! Two rules of tokio's own sockets are kept. A waker only schedules: no
+//! callback, no read and no lock of this module runs inside `Waker::wake`
+//! (the reactor calls wakers inside its own turn, and tokio calls them at
+//! once in some places, such as a task out of cooperative budget under
+//! `Handle::block_on`). And a read that fills less than the buffer clears
+//! the socket's readiness, as `PollEvented::poll_read` does on epoll and
+//! kqueue (tokio#5866), so the next receive that must wait does not first
+//! read once more for nothing.
+//!
+//! The price is where callbacks run: inside a task of the runtime. A
+//! callback that blocks holds a worker, as any blocking task does: on a
+//! `current_thread` runtime everything stops; on a multi-threaded one, that
+//! worker and the tasks queued on it. Keep callbacks short, as the I/O thread
+//! already required; here it is not a courtesy but the runtime's health.
 //!
 //! A socket must be created inside a tokio runtime ([`ReactorSocket::from_std`]
 //! returns an error elsewhere) whose I/O driver is enabled (`enable_io`, or
@@ -50,11 +63,12 @@
 //!
 //! [`CallbackSocket::receive`]: crate::socket::CallbackSocket::receive
 
+use std::future::{poll_fn, Future};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
@@ -68,95 +82,124 @@ struct PendingReceive {
     callback: ReceiveCallback,
 }
 
+impl PendingReceive {
+    fn complete(self, result: io::Result<usize>) {
+        (self.callback)(Received {
+            buffer: self.buffer,
+            result,
+        });
+    }
+}
+
 #[derive(Default)]
 struct State {
     receive: Option<PendingReceive>,
     closed: bool,
+    /// The driver task's waker, once it has been polled: closing wakes it,
+    /// so that it ends.
+    driver: Option<Waker>,
+    /// The driver saw the socket readable with no receive pending, and waits
+    /// for one to be started (which then wakes it). Otherwise it waits on the
+    /// reactor, and a new receive need not wake it.
+    driver_idle: bool,
+    /// The driver task is gone (its runtime shut down): a receive that would
+    /// wait would wait forever.
+    driver_gone: bool,
 }
 
 struct Shared {
     fd: AsyncFd<TcpStream>,
     state: Mutex<State>,
-    /// What the reactor calls when the socket becomes readable: it finishes
-    /// the pending receive. It holds the socket weakly, so a registration left
-    /// with the reactor keeps nothing alive.
-    waker: Waker,
     runtime: Handle,
     completions: AtomicUsize,
-}
-
-/// The waker left with the reactor.
-struct Readable(Weak<Shared>);
-
-impl Wake for Readable {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(shared) = self.0.upgrade() {
-            shared.continue_receive();
-        }
-    }
+    /// `read` system calls made for receives, to show what each receive
+    /// costs.
+    reads: AtomicUsize,
 }
 
 impl Shared {
-    /// Reads into `buffer` if the reactor says the socket is readable;
-    /// otherwise leaves [`Shared::waker`] with the reactor and returns
-    /// `Pending`.
-    fn poll_read(&self, buffer: &mut [u8]) -> Poll<io::Result<usize>> {
-        let mut cx = Context::from_waker(&self.waker);
-        loop {
-            let mut ready = match self.fd.poll_read_ready(&mut cx) {
-                Poll::Pending => return Poll::Pending,
-                // The runtime is shutting down: no readiness will ever come.
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(ready)) => ready,
-            };
-            // `try_io` forgets the readiness when the read would block, so the
-            // next turn of the loop waits for a fresh event.
-            match ready.try_io(|fd| fd.get_ref().read(buffer)) {
-                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
-                Ok(result) => return Poll::Ready(result),
-                Err(_would_block) => {}
-            }
-        }
+    /// One `read` system call for a receive, counted.
+    fn read(&self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.fd.get_ref().read(buffer)
     }
 
-    /// The reactor saw the socket readable: finish the pending receive, if
-    /// any. Runs on the reactor's thread.
-    fn continue_receive(&self) {
-        let mut state = lock(&self.state);
-        let Some(mut pending) = state.receive.take() else {
-            return; // nothing pending (a stale wake-up, or closed meanwhile)
-        };
-        let result = match self.poll_read(&mut pending.buffer) {
-            Poll::Pending => {
-                state.receive = Some(pending); // not really readable: keep waiting
-                return;
+    /// One turn of the driver: waits until a receive is pending and the
+    /// reactor says the socket is readable, then reads, and hands back the
+    /// receive with its result for the caller to call back, after every lock
+    /// is released. `Ready(None)` once the socket is closed.
+    fn poll_drive(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<(PendingReceive, io::Result<usize>)>> {
+        loop {
+            // Outside this module's lock: the reactor may call the waker at
+            // once (a task out of budget), and the waker must find nothing
+            // of ours held. It only schedules the driver anyway.
+            let readiness = self.fd.poll_read_ready(cx);
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Poll::Ready(None);
             }
-            Poll::Ready(result) => result,
-        };
-        drop(state); // never call back while holding the lock
-        self.completions.fetch_add(1, Ordering::SeqCst);
-        (pending.callback)(Received {
-            buffer: pending.buffer,
-            result,
-        });
+            state.driver_idle = false;
+            match &state.driver {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                _ => state.driver = Some(cx.waker().clone()),
+            }
+            let mut ready = match readiness {
+                Poll::Pending => return Poll::Pending, // the reactor wakes us
+                // The runtime is shutting down: no readiness will ever come.
+                Poll::Ready(Err(e)) => match state.receive.take() {
+                    Some(pending) => return Poll::Ready(Some((pending, Err(e)))),
+                    None => {
+                        state.driver_idle = true;
+                        return Poll::Pending;
+                    }
+                },
+                Poll::Ready(Ok(ready)) => ready,
+            };
+            let Some(mut pending) = state.receive.take() else {
+                // Readable, and nobody receiving: the next receive will read
+                // the bytes at once. Wait until one has to wait.
+                state.driver_idle = true;
+                return Poll::Pending;
+            };
+            let len = pending.buffer.len();
+            // `try_io` forgets the readiness when the read would block, so the
+            // next turn waits for a fresh event.
+            match ready.try_io(|_| self.read(&mut pending.buffer)) {
+                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {
+                    state.receive = Some(pending);
+                }
+                Ok(result) => {
+                    // A short read drained the socket (epoll and kqueue report
+                    // edges): forget the readiness now, or the next receive
+                    // would pay one more read to learn it.
+                    if matches!(result, Ok(n) if 0 < n && n < len) {
+                        ready.clear_ready();
+                    }
+                    return Poll::Ready(Some((pending, result)));
+                }
+                Err(_would_block) => state.receive = Some(pending),
+            }
+        }
     }
 
     /// Marks the socket closed, shuts the connection down, and aborts a
     /// pending receive. Closing twice does nothing more.
     fn close(&self) {
-        let pending = {
+        let (pending, driver) = {
             let mut state = lock(&self.state);
             if state.closed {
                 return;
             }
             state.closed = true;
-            state.receive.take()
+            (state.receive.take(), state.driver.take())
         };
         let _ = self.fd.get_ref().shutdown(Shutdown::Both);
+        if let Some(driver) = driver {
+            driver.wake(); // it sees the socket closed, and ends
+        }
         if let Some(pending) = pending {
             let aborted = Aborted(Some(pending));
             // The callback runs when the task drops `aborted`: on the runtime,
@@ -174,6 +217,56 @@ impl Drop for Shared {
     }
 }
 
+/// The socket's driver task: finishes each pending receive when the reactor
+/// says the socket is readable, and calls its callback, until the socket
+/// closes. It holds the socket weakly, so it keeps nothing alive.
+fn drive(socket: Weak<Shared>) -> impl Future<Output = ()> + Send + 'static {
+    // Made before the future, so that it is dropped with it even if the task
+    // is dropped before its first poll.
+    let gone = DriverGone(socket.clone());
+    async move {
+        let _gone = gone;
+        poll_fn(|cx| loop {
+            let Some(shared) = socket.upgrade() else {
+                return Poll::Ready(()); // every handle is gone
+            };
+            match shared.poll_drive(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some((pending, result))) => {
+                    shared.completions.fetch_add(1, Ordering::SeqCst);
+                    pending.complete(result);
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Dropped with the driver task: when it ends, or when the runtime shuts
+/// down and drops it unfinished. A receive still pending then would never
+/// complete, so it is aborted, and later ones are refused.
+struct DriverGone(Weak<Shared>);
+
+impl Drop for DriverGone {
+    fn drop(&mut self) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        let pending = {
+            let mut state = lock(&shared.state);
+            state.driver_gone = true;
+            state.receive.take()
+        };
+        if let Some(pending) = pending {
+            pending.complete(Err(error(
+                ErrorKind::ConnectionAborted,
+                "the runtime that drove this socket shut down",
+            )));
+        }
+    }
+}
+
 /// A pending receive that will never get its bytes: dropping it calls its
 /// callback with `ConnectionAborted`.
 struct Aborted(Option<PendingReceive>);
@@ -181,13 +274,10 @@ struct Aborted(Option<PendingReceive>);
 impl Drop for Aborted {
     fn drop(&mut self) {
         if let Some(pending) = self.0.take() {
-            (pending.callback)(Received {
-                buffer: pending.buffer,
-                result: Err(error(
-                    ErrorKind::ConnectionAborted,
-                    "the socket was closed while the receive was pending",
-                )),
-            });
+            pending.complete(Err(error(
+                ErrorKind::ConnectionAborted,
+                "the socket was closed while the receive was pending",
+            )));
         }
     }
 }
@@ -218,13 +308,17 @@ impl ReactorSocket {
         // module reaches it only through `get_ref` (a shared reference, which
         // cannot replace or close the descriptor) and never takes it back out.
         let fd = unsafe { AsyncFd::register(stream) }?;
-        let shared = Arc::new_cyclic(|weak| Shared {
+        let shared = Arc::new(Shared {
             fd,
             state: Mutex::new(State::default()),
-            waker: Waker::from(Arc::new(Readable(weak.clone()))),
             runtime,
             completions: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
         });
+        // A runtime that is shutting down drops the task at once, and its
+        // `DriverGone` marks the socket: then receives that would wait are
+        // refused.
+        drop(shared.runtime.spawn(drive(Arc::downgrade(&shared))));
         Ok(ReactorSocket { shared })
     }
 
@@ -235,8 +329,9 @@ impl ReactorSocket {
         F: FnOnce(Received) + Send + 'static,
     {
         let ready = |buffer, result| Start::Ready(Received { buffer, result });
-        // The attempt and the registration happen under one lock: a reactor
-        // event in between finds the receive registered, or waits for it.
+        // The attempt and the registration happen under one lock: the driver,
+        // woken by the reactor in between, finds the receive registered or
+        // waits for the lock.
         let mut state = lock(&self.shared.state);
         if let Some(refusal) = refused_receive(&buffer, state.closed, state.receive.is_some()) {
             return ready(buffer, Err(refusal));
@@ -244,27 +339,34 @@ impl ReactorSocket {
         // A plain read first: bytes already buffered complete at once, even on
         // a fresh socket whose reactor readiness is still empty.
         let first = loop {
-            match self.shared.fd.get_ref().read(&mut buffer) {
+            match self.shared.read(&mut buffer) {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 other => break other,
             }
         };
-        let result = match first {
+        match first {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                match self.shared.poll_read(&mut buffer) {
-                    Poll::Ready(result) => result,
-                    Poll::Pending => {
-                        state.receive = Some(PendingReceive {
-                            buffer,
-                            callback: Box::new(on_complete),
-                        });
-                        return Start::Pending;
-                    }
+                if state.driver_gone {
+                    let why = "the runtime that drove this socket shut down";
+                    return ready(buffer, Err(error(ErrorKind::ConnectionAborted, why)));
                 }
+                state.receive = Some(PendingReceive {
+                    buffer,
+                    callback: Box::new(on_complete),
+                });
+                // The driver waits on the reactor already, unless it saw the
+                // socket readable with nothing to receive: then it needs to
+                // hear of this receive. Woken after the lock is released.
+                let idle = std::mem::take(&mut state.driver_idle);
+                let driver = state.driver.clone().filter(|_| idle);
+                drop(state);
+                if let Some(driver) = driver {
+                    driver.wake();
+                }
+                Start::Pending
             }
-            other => other,
-        };
-        ready(buffer, result)
+            other => ready(buffer, other),
+        }
     }
 
     /// Sends all of `data`, waiting on the reactor when the socket's send
@@ -309,6 +411,14 @@ impl ReactorSocket {
     /// not counted).
     pub fn receive_callbacks(&self) -> usize {
         self.shared.completions.load(Ordering::SeqCst)
+    }
+
+    /// How many `read` system calls this socket's receives have made: one
+    /// for a receive that completes at once, two for one that waits (the
+    /// attempt that would block, and the read once the reactor says the bytes
+    /// are there).
+    pub fn read_calls(&self) -> usize {
+        self.shared.reads.load(Ordering::Relaxed)
     }
 
     /// The peer's address.

@@ -26,8 +26,27 @@
 //! | a receive started while another receive is pending (same for sends) | `Ready(Err(ResourceBusy))` |
 //! | an operation started on a closed socket | `Ready(Err(NotConnected))` |
 //! | the socket closed, or the I/O thread stopped, while an operation is pending | its callback runs on the I/O thread with `Err(ConnectionAborted)` |
+//! | an operation started after the I/O thread stopped | `Ready(Err(ConnectionAborted))`, saying why it stopped |
 //!
 //! No operation is ever dropped silently, and no input makes this module panic.
+//!
+//! # When a callback panics
+//!
+//! Callbacks run on the one I/O thread, and so do jobs handed to it with
+//! [`CallbackSocket::post`]. If one of them panics, the I/O thread stops, and
+//! it says so: it catches the panic, and every operation pending on **every**
+//! socket it drives completes with `ConnectionAborted` and a message that
+//! quotes the panic (`the I/O thread stopped: a callback panicked: ...`).
+//! From then on every operation on those sockets returns that error at once,
+//! and [`IoThread::connect`], [`IoThread::adopt`] and [`CallbackSocket::post`]
+//! fail with it. Nothing waits for a thread that is gone.
+//!
+//! The thread stops rather than carrying on, because the panicking callback
+//! may have left its own state half-changed (a connection whose next receive
+//! was never started, say) and only a stop is certain to be noticed. Callbacks
+//! that run while it stops (the aborted operations' own) are each guarded the
+//! same way: a second panic is reported by the panic hook and stops nothing
+//! more. In a build with `panic = "abort"` the process ends instead, loudly.
 //!
 //! # Observing the pending state
 //!
@@ -35,9 +54,11 @@
 //! were already there. Tests must control that, so a socket tells when a receive
 //! is really pending: [`CallbackSocket::wait_for_pending_receive`].
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -153,6 +174,9 @@ struct ReceiveSide {
     last_receive: Option<u64>,
     receive: Option<PendingReceive>,
     closed: bool,
+    /// Why operations are refused, if not simply because the socket was
+    /// closed: the I/O thread stopped.
+    refusal: Option<Arc<str>>,
     /// Threads in `wait_for_pending_receive`: only when there are some must
     /// a new pending receive notify the condition variable, which costs a
     /// system call.
@@ -164,6 +188,8 @@ struct ReceiveSide {
 struct SendSide {
     send: Option<PendingSend>,
     closed: bool,
+    /// As [`ReceiveSide::refusal`].
+    refusal: Option<Arc<str>>,
 }
 
 struct SocketShared {
@@ -175,10 +201,20 @@ struct SocketShared {
     completions: AtomicUsize,
 }
 
+/// The sockets the I/O thread drives, and why it stopped, once it has.
+#[derive(Default)]
+struct Sockets {
+    by_token: HashMap<Token, Arc<SocketShared>>,
+    /// Set, under this lock, when the I/O thread stops driving sockets: a
+    /// socket adopted after that would never be served.
+    stopped: Option<Arc<str>>,
+}
+
 /// What the I/O thread and every handle share.
 struct Core {
-    sockets: Mutex<HashMap<Token, Arc<SocketShared>>>,
-    jobs: Mutex<Vec<Job>>,
+    sockets: Mutex<Sockets>,
+    /// Jobs for the I/O thread; `None` once it takes no more.
+    jobs: Mutex<Option<Vec<Job>>>,
     waker: Waker,
     registry: mio::Registry,
     next_token: AtomicUsize,
@@ -186,12 +222,27 @@ struct Core {
 }
 
 impl Core {
-    /// Runs `job` on the I/O thread, soon.
-    fn post(&self, job: Job) {
-        lock(&self.jobs).push(job);
+    /// Runs `job` on the I/O thread, soon. Gives it back if the thread takes
+    /// no more jobs.
+    fn post(&self, job: Job) -> Result<(), Job> {
+        match &mut *lock(&self.jobs) {
+            Some(jobs) => jobs.push(job),
+            None => return Err(job),
+        }
         // A failed wake means the poll is gone; the thread is ending anyway
-        // and delivers what is queued before it exits.
+        // and runs what is queued before it takes no more.
         let _ = self.waker.wake();
+        Ok(())
+    }
+
+    /// Why the I/O thread stopped, as an error for an operation that came
+    /// too late.
+    fn stopped(&self) -> io::Error {
+        let why = lock(&self.sockets).stopped.clone();
+        error(
+            ErrorKind::ConnectionAborted,
+            why.as_deref().unwrap_or("the I/O thread stopped"),
+        )
     }
 }
 
@@ -231,8 +282,8 @@ impl IoThread {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let core = Arc::new(Core {
-            sockets: Mutex::new(HashMap::new()),
-            jobs: Mutex::new(Vec::new()),
+            sockets: Mutex::new(Sockets::default()),
+            jobs: Mutex::new(Some(Vec::new())),
             waker,
             registry: poll.registry().try_clone()?,
             next_token: AtomicUsize::new(1),
@@ -274,7 +325,13 @@ impl IoThread {
             receive_registered: Condvar::new(),
             completions: AtomicUsize::new(0),
         });
-        lock(&core.sockets).insert(token, Arc::clone(&shared));
+        {
+            let mut sockets = lock(&core.sockets);
+            if let Some(why) = &sockets.stopped {
+                return Err(error(ErrorKind::ConnectionAborted, why));
+            }
+            sockets.by_token.insert(token, Arc::clone(&shared));
+        }
         Ok(CallbackSocket {
             handle: Arc::new(Handle {
                 io: self.clone(),
@@ -283,11 +340,60 @@ impl IoThread {
             }),
         })
     }
+
+    /// Runs `job` on the I/O thread, after the events it is handling now. An
+    /// error if the I/O thread has stopped (see the module documentation).
+    pub fn post<F>(&self, job: F) -> io::Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let core = &self.owner.core;
+        core.post(Box::new(job)).map_err(|_| core.stopped())
+    }
 }
 
-/// The I/O thread's loop.
-fn run(mut poll: Poll, core: &Core) {
+/// The I/O thread: it serves sockets until told to stop or until code it
+/// runs panics, and then completes everything still pending.
+fn run(poll: Poll, core: &Core) {
     ON_IO_THREAD.with(|flag| flag.set(true));
+    let why = match panic::catch_unwind(AssertUnwindSafe(|| serve(poll, core))) {
+        Ok(()) => "the I/O thread stopped while the operation was pending".to_string(),
+        Err(panic) => format!(
+            "the I/O thread stopped: a callback panicked: {}",
+            panic_message(&*panic)
+        ),
+    };
+    // Ending: nothing pending may be dropped silently, and nothing may be
+    // adopted or posted that nobody would serve.
+    let why: Arc<str> = why.into();
+    let sockets: Vec<_> = {
+        let mut sockets = lock(&core.sockets);
+        sockets.stopped = Some(Arc::clone(&why));
+        sockets.by_token.drain().map(|(_, s)| s).collect()
+    };
+    for socket in sockets {
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| socket.abort(&why, true)));
+    }
+    let jobs = lock(&core.jobs).take().unwrap_or_default();
+    for job in jobs {
+        let _ = panic::catch_unwind(AssertUnwindSafe(job));
+    }
+}
+
+/// The text of a panic's payload (what `panic!` was given).
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(a panic without a message)"
+    }
+}
+
+/// The I/O thread's loop: wait for readiness, finish what it allows, run
+/// the jobs, until told to stop.
+fn serve(mut poll: Poll, core: &Core) {
     let mut events = Events::with_capacity(256);
     while !core.stopping.load(Ordering::SeqCst) {
         if let Err(e) = poll.poll(&mut events, None) {
@@ -300,7 +406,7 @@ fn run(mut poll: Poll, core: &Core) {
             if event.token() == WAKER {
                 continue;
             }
-            let socket = lock(&core.sockets).get(&event.token()).cloned();
+            let socket = lock(&core.sockets).by_token.get(&event.token()).cloned();
             if let Some(socket) = socket {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     socket.continue_receive();
@@ -310,19 +416,10 @@ fn run(mut poll: Poll, core: &Core) {
                 }
             }
         }
-        let jobs = std::mem::take(&mut *lock(&core.jobs));
+        let jobs = std::mem::take(lock(&core.jobs).get_or_insert_with(Vec::new));
         for job in jobs {
             job();
         }
-    }
-    // Ending: nothing pending may be dropped silently.
-    let sockets: Vec<_> = lock(&core.sockets).drain().map(|(_, s)| s).collect();
-    for socket in sockets {
-        socket.abort("the I/O thread stopped while the operation was pending");
-    }
-    let jobs = std::mem::take(&mut *lock(&core.jobs));
-    for job in jobs {
-        job();
     }
 }
 
@@ -402,16 +499,21 @@ impl SocketShared {
     }
 
     /// Completes whatever is pending with `ConnectionAborted`. Runs on the I/O
-    /// thread.
-    fn abort(&self, why: &str) {
+    /// thread (or, if it has stopped, on the thread that closes the socket).
+    /// `lasting`: later operations are refused with `why` too (the I/O thread
+    /// stopped), not as on a closed socket.
+    fn abort(&self, why: &str, lasting: bool) {
+        let refusal: Option<Arc<str>> = lasting.then(|| why.into());
         let receive = {
             let mut receiving = lock(&self.receiving);
             receiving.closed = true;
+            receiving.refusal = receiving.refusal.take().or(refusal.clone());
             receiving.receive.take()
         };
         let send = {
             let mut sending = lock(&self.sending);
             sending.closed = true;
+            sending.refusal = sending.refusal.take().or(refusal);
             sending.send.take()
         };
         if let Some(pending) = receive {
@@ -466,11 +568,15 @@ impl Handle {
         let core = &self.io.owner.core;
         // Once out of the map, the socket gets no more events; its file
         // descriptor leaves the poll when the last reference closes it.
-        let socket = lock(&core.sockets).remove(&self.token);
+        let socket = lock(&core.sockets).by_token.remove(&self.token);
         if let Some(socket) = socket {
-            core.post(Box::new(move || {
-                socket.abort("the socket was closed while the operation was pending")
-            }));
+            let why = "the socket was closed while the operation was pending";
+            let aborting: Job = Box::new(move || socket.abort(why, false));
+            // The I/O thread stopped after the socket left the map, before
+            // it ran this: then this thread is the only one left to do it.
+            if let Err(aborting) = core.post(aborting) {
+                aborting();
+            }
         }
     }
 }
@@ -491,6 +597,9 @@ impl CallbackSocket {
         // that arrives in between is handled by the I/O thread only after the
         // receive is registered, so no wake-up is lost.
         let mut state = lock(&self.shared().receiving);
+        if let (Some(why), false) = (&state.refusal, buffer.is_empty()) {
+            return ready(buffer, Err(error(ErrorKind::ConnectionAborted, why)));
+        }
         if let Some(refusal) = refused_receive(&buffer, state.closed, state.receive.is_some()) {
             return ready(buffer, Err(refusal));
         }
@@ -531,6 +640,9 @@ impl CallbackSocket {
             return Start::Ready(Err(error(ErrorKind::InvalidInput, "nothing to send")));
         }
         let mut state = lock(&self.shared().sending);
+        if let Some(why) = &state.refusal {
+            return Start::Ready(Err(error(ErrorKind::ConnectionAborted, why)));
+        }
         if state.closed {
             return Start::Ready(Err(error(ErrorKind::NotConnected, "the socket is closed")));
         }
@@ -589,6 +701,17 @@ impl CallbackSocket {
                 .map_err(|_| error(ErrorKind::ConnectionAborted, "the send was dropped"))?
                 .map(|_| ()),
         }
+    }
+
+    /// Runs `job` on this socket's I/O thread, after the events it is
+    /// handling now: how a callback that has done its share of work hands the
+    /// rest back, so that other sockets' callbacks run first. An error if the
+    /// I/O thread has stopped.
+    pub fn post<F>(&self, job: F) -> io::Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.handle.io.post(job)
     }
 
     /// True while a receive waits for its callback.

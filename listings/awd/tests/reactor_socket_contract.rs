@@ -320,3 +320,76 @@ async fn a_send_larger_than_the_buffers_completes_when_the_peer_reads() {
     socket.send_all(&data).await.unwrap();
     assert!(reader.join().unwrap() == data);
 }
+
+#[tokio::test]
+async fn callbacks_run_in_the_driver_task_never_inside_a_waker() {
+    let _limit = TestLimit::seconds(10);
+    let (socket, mut peer) = loopback_pair().unwrap();
+    let (tx, mut rx) = unbounded_channel();
+    let start = socket.receive(vec![0; 16], move |r| {
+        // A task is being polled: the callback runs in the driver task's
+        // poll, not in the reactor's call of a waker (which runs no task).
+        let _ = tx.send((r, tokio::task::try_id()));
+    });
+    assert!(matches!(start, Start::Pending));
+    peer.write_all(b"x").unwrap();
+    let (received, task) = timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(received.bytes(), Some(&b"x"[..]));
+    assert!(task.is_some(), "the callback ran outside any task");
+}
+
+#[test]
+fn a_receive_under_handle_block_on_with_the_budget_spent_does_not_deadlock() {
+    let _limit = TestLimit::seconds(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let (socket, mut peer) = handle.block_on(async { loopback_pair().unwrap() });
+    let (tx, calls) = std::sync::mpsc::channel();
+    // `Handle::block_on` on a thread of no runtime: tokio calls a waker at
+    // once here when a task is out of budget (there is no scheduler to
+    // defer to). Spend the whole budget, then start a receive that must wait.
+    let (start, budget_left) = handle.block_on(std::future::poll_fn(|cx| {
+        while let std::task::Poll::Ready(spent) = tokio::task::coop::poll_proceed(cx) {
+            spent.made_progress();
+        }
+        let budget_left = tokio::task::coop::has_budget_remaining();
+        let tx = tx.clone();
+        let start = socket.receive(vec![0; 16], move |r| {
+            let _ = tx.send(r.result.map_err(|e| e.kind()));
+        });
+        std::task::Poll::Ready((start, budget_left))
+    }));
+    assert!(
+        !budget_left,
+        "the budget was spent when the receive started"
+    );
+    assert!(matches!(start, Start::Pending));
+    peer.write_all(b"21.5").unwrap();
+    assert_eq!(calls.recv_timeout(WAIT).expect("the callback"), Ok(4));
+}
+
+#[tokio::test]
+async fn a_receive_that_waits_costs_two_reads_and_no_stale_one() {
+    let _limit = TestLimit::seconds(10);
+    let (socket, mut peer) = loopback_pair().unwrap();
+    const ROUNDS: usize = 50;
+    for round in 0..ROUNDS {
+        let (callback, mut calls) = reporting();
+        // Nothing is sent before the receive starts: it must wait.
+        assert!(matches!(
+            socket.receive(vec![0; 16], callback),
+            Start::Pending
+        ));
+        peer.write_all(b"ping").unwrap();
+        let (received, _) = called(&mut calls).await;
+        assert_eq!(received.bytes(), Some(&b"ping"[..]), "round {round}");
+    }
+    // Each receive: the attempt that would block, then the read the reactor
+    // allows. A read that filled less than the buffer forgot the readiness,
+    // so no receive paid a third read to find the socket empty.
+    assert_eq!(socket.read_calls(), 2 * ROUNDS);
+}

@@ -213,3 +213,109 @@ fn a_send_larger_than_the_buffers_completes_when_the_peer_reads() {
         assert!(got == data);
     }
 }
+
+/// The error a pending or later operation gets once the I/O thread stopped
+/// because a callback panicked.
+fn names_the_panic(result: &std::io::Result<usize>) -> bool {
+    matches!(result, Err(e) if e.kind() == ErrorKind::ConnectionAborted
+        && e.to_string().contains("a callback panicked: sensor 7 is on fire"))
+}
+
+#[test]
+fn a_callback_that_panics_stops_the_io_thread_and_every_pending_operation_hears_why() {
+    let _limit = TestLimit::seconds(20);
+    let io = IoThread::start().unwrap();
+    let (panicking, mut trigger) = loopback_pair(&io).unwrap();
+    let (other, _other_peer) = loopback_pair(&io).unwrap();
+    let (sender, _silent_peer) = loopback_pair(&io).unwrap();
+    // A receive pending on another socket, and a send that cannot finish
+    // because its peer never reads.
+    let (callback, other_called) = reporting();
+    assert!(matches!(
+        other.receive(vec![0; 16], callback),
+        Start::Pending
+    ));
+    let (sent, send_called) = channel();
+    let big = vec![0u8; 64 * 1024 * 1024];
+    assert!(matches!(
+        sender.send(big, move |s| sent.send(s).unwrap()),
+        Start::Pending
+    ));
+    assert!(matches!(
+        panicking.receive(vec![0; 16], |_| panic!("sensor 7 is on fire")),
+        Start::Pending
+    ));
+    trigger.write_all(b"x").unwrap();
+
+    let (received, on_io) = other_called.recv_timeout(WAIT).expect("no silent hang");
+    assert!(names_the_panic(&received.result), "{:?}", received.result);
+    assert!(on_io);
+    let send = send_called.recv_timeout(WAIT).expect("no silent hang");
+    assert!(names_the_panic(&send), "{send:?}");
+    // Later operations fail at once, with the same reason.
+    for socket in [&panicking, &other, &sender] {
+        match socket.receive(vec![0; 16], |_| unreachable!("refused at once")) {
+            Start::Ready(received) => assert!(names_the_panic(&received.result)),
+            Start::Pending => panic!("a receive nobody will ever complete"),
+        }
+        match socket.send(b"late".to_vec(), |_| unreachable!("refused at once")) {
+            Start::Ready(sent) => assert!(names_the_panic(&sent), "{sent:?}"),
+            Start::Pending => panic!("a send nobody will ever complete"),
+        }
+        let posted = socket.post(|| unreachable!("nobody runs it"));
+        assert!(names_the_panic(&posted.map(|()| 0)));
+        socket.close();
+    }
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let adopted = io.connect(listener.local_addr().unwrap()).map(|_| 0);
+    assert!(names_the_panic(&adopted), "{adopted:?}");
+    // Dropping every handle joins a thread that has ended: no hang either.
+    drop((panicking, other, sender, io));
+}
+
+#[test]
+fn a_posted_job_that_panics_stops_the_io_thread_the_same_way() {
+    let _limit = TestLimit::seconds(10);
+    let io = IoThread::start().unwrap();
+    let (socket, _peer) = loopback_pair(&io).unwrap();
+    let (callback, called) = reporting();
+    assert!(matches!(
+        socket.receive(vec![0; 16], callback),
+        Start::Pending
+    ));
+    socket.post(|| panic!("sensor 7 is on fire")).unwrap();
+    let (received, _) = called.recv_timeout(WAIT).expect("no silent hang");
+    assert!(names_the_panic(&received.result), "{:?}", received.result);
+}
+
+#[test]
+fn an_inline_continuation_that_panics_stops_the_io_thread_the_same_way() {
+    use awd::bridge::receive_completion;
+    use awd::completion_source::Continuations;
+    let _limit = TestLimit::seconds(10);
+    let io = IoThread::start().unwrap();
+    let (socket, mut peer) = loopback_pair(&io).unwrap();
+    let (other, _other_peer) = loopback_pair(&io).unwrap();
+    let (callback, called) = reporting();
+    assert!(matches!(
+        other.receive(vec![0; 16], callback),
+        Start::Pending
+    ));
+    receive_completion(&socket, vec![0; 16], Continuations::Inline)
+        .on_completed(|_| panic!("sensor 7 is on fire"));
+    peer.write_all(b"x").unwrap();
+    let (received, _) = called.recv_timeout(WAIT).expect("no silent hang");
+    assert!(names_the_panic(&received.result), "{:?}", received.result);
+}
+
+#[test]
+fn posted_jobs_run_on_the_io_thread_after_the_events_at_hand() {
+    let _limit = TestLimit::seconds(10);
+    let io = IoThread::start().unwrap();
+    let (socket, _peer) = loopback_pair(&io).unwrap();
+    let (ran, on) = channel();
+    socket
+        .post(move || ran.send(on_io_thread()).unwrap())
+        .unwrap();
+    assert_eq!(on.recv_timeout(WAIT), Ok(true));
+}
