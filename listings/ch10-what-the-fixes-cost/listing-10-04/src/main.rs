@@ -2,11 +2,15 @@
 //! writes.
 //!
 //! - `cargo run -p listing-10-04` reads `target/costs.tsv`, written by the
-//!   last `cargo bench -p listing-10-01`, keeps a copy of it as
-//!   `src/charts/costs.tsv`, and draws `src/charts/costs.svg` from it.
+//!   last `cargo bench -p listing-10-01`, and draws `target/costs.svg` from
+//!   it. Nothing the repository tracks changes.
 //! - `cargo run -p listing-10-04 -- <results.tsv>` does the same from another
-//!   results file; `-- src/charts/costs.tsv` redraws the book's chart from the
+//!   results file; `-- src/charts/costs.tsv` draws the book's chart from the
 //!   data the book holds.
+//! - `--into-book` writes into the book's own files instead:
+//!   a copy of the results as `src/charts/costs.tsv` and the chart as
+//!   `src/charts/costs.svg`. The chapter's tables must then be replaced with
+//!   the ones printed.
 //!
 //! It also prints the chapter's three tables, in Markdown, from the same
 //! results.
@@ -540,10 +544,43 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where the chart goes: the results file and the chart.
+struct Destination {
+    data: Option<PathBuf>,
+    chart: PathBuf,
+}
+
+/// `target/costs.svg` by default; the book's own files with `--into-book`.
+fn destination(root: &Path, into_book: bool) -> Destination {
+    if into_book {
+        let charts = root.join("src/charts");
+        Destination {
+            data: Some(charts.join("costs.tsv")),
+            chart: charts.join("costs.svg"),
+        }
+    } else {
+        Destination {
+            data: None,
+            chart: root.join("target/costs.svg"),
+        }
+    }
+}
+
 fn main() -> Result<(), String> {
     let root = workspace();
-    let input = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let into_book = args.iter().any(|a| a == "--into-book");
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| a.starts_with("--") && *a != "--into-book")
+    {
+        return Err(format!(
+            "unknown switch {unknown}: the only one is --into-book"
+        ));
+    }
+    let input = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/costs.tsv"));
     let text = fs::read_to_string(&input).map_err(|e| {
@@ -553,16 +590,18 @@ fn main() -> Result<(), String> {
         )
     })?;
     let results = parse(&text)?;
-    let charts = root.join("src/charts");
-    fs::create_dir_all(&charts).map_err(|e| e.to_string())?;
-    let data = charts.join("costs.tsv");
-    let same = |a: &Path, b: &Path| a.canonicalize().ok() == b.canonicalize().ok();
-    if !same(&input, &data) {
-        fs::write(&data, &text).map_err(|e| e.to_string())?;
+    let to = destination(&root, into_book);
+    if let Some(data) = &to.data {
+        let same = |a: &Path, b: &Path| a.canonicalize().ok() == b.canonicalize().ok();
+        if !same(&input, data) {
+            fs::write(data, &text).map_err(|e| e.to_string())?;
+        }
     }
-    let chart = charts.join("costs.svg");
-    fs::write(&chart, draw(&results)).map_err(|e| e.to_string())?;
-    eprintln!("drew {} from {}", chart.display(), data.display());
+    if let Some(dir) = to.chart.parent() {
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    fs::write(&to.chart, draw(&results)).map_err(|e| e.to_string())?;
+    eprintln!("drew {} from {}", to.chart.display(), input.display());
     for table in tables(&results) {
         println!("{table}");
     }
@@ -653,6 +692,18 @@ primitive\tthread\ta thread\t30000.0\t25000.0\t40000.0
     }
 
     #[test]
+    fn measuring_writes_under_target_and_only_the_switch_writes_into_the_book() {
+        let _limit = TestLimit::seconds(10);
+        let root = book();
+        let measured = destination(&root, false);
+        assert!(measured.data.is_none(), "the results stay where they are");
+        assert!(measured.chart.starts_with(root.join("target")));
+        let book = destination(&root, true);
+        assert_eq!(book.chart, root.join("src/charts/costs.svg"));
+        assert_eq!(book.data, Some(root.join("src/charts/costs.tsv")));
+    }
+
+    #[test]
     fn a_file_that_is_not_results_is_refused() {
         let _limit = TestLimit::seconds(10);
         assert!(parse("hello\tworld").is_err());
@@ -670,7 +721,7 @@ primitive\tthread\ta thread\t30000.0\t25000.0\t40000.0
         assert!(
             stored == draw(&results),
             "src/charts/costs.svg is not the chart of src/charts/costs.tsv: \
-             redraw it with `cargo run -p listing-10-04 -- src/charts/costs.tsv`"
+             redraw it with `cargo run -p listing-10-04 -- src/charts/costs.tsv --into-book`"
         );
         let chapter = fs::read_to_string(book().join("src/ch10-what-the-fixes-cost.md")).unwrap();
         for table in tables(&results) {
