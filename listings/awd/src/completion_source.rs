@@ -13,7 +13,8 @@
 //! - [`Completion::on_completed`] registers a *continuation*, code that runs
 //!   when the result arrives. [`Continuations::Inline`] runs it on the thread
 //!   that completes, inside `set_result` (what a `TaskCompletionSource` does by
-//!   default); [`Continuations::Asynchronous`] hands it to a new thread (what
+//!   default); [`Continuations::Asynchronous`] queues it to a thread pool,
+//!   [`crate::pool::continuations`], as .NET queues it to its thread pool (what
 //!   `RunContinuationsAsynchronously` asks for). Part II shows why this choice
 //!   can hang a program.
 //! - Dropping every [`CompletionSource`] without completing resolves the
@@ -43,10 +44,10 @@ use loom::{
 use std::{
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     sync::{Arc, Condvar, Mutex, MutexGuard},
-    thread,
 };
 
-/// The name of the threads that run asynchronous continuations.
+/// The name of the pool, and of each of its threads, that runs asynchronous
+/// continuations ([`crate::pool::continuations`]).
 pub const CONTINUATION_THREAD_NAME: &str = "awd-continuation";
 
 /// Where continuations run when the result arrives.
@@ -54,8 +55,9 @@ pub const CONTINUATION_THREAD_NAME: &str = "awd-continuation";
 pub enum Continuations {
     /// On the completing thread, inside `set_result`.
     Inline,
-    /// On a new thread (named [`CONTINUATION_THREAD_NAME`]); `set_result`
-    /// returns at once.
+    /// Queued to the shared thread pool [`crate::pool::continuations`]
+    /// (threads named [`CONTINUATION_THREAD_NAME`]); `set_result` returns at
+    /// once. Under loom, which cannot model the pool, a thread of its own.
     Asynchronous,
 }
 
@@ -226,13 +228,13 @@ fn complete<T: Send + 'static>(
                     continuation(result)
                 }
                 Continuations::Asynchronous => {
-                    waits::mark("`set_result` hands the continuation to a new thread");
-                    // Out of threads, the continuation would be lost: a
-                    // loud failure on the completer beats a silent hang.
-                    thread::Builder::new()
-                        .name(CONTINUATION_THREAD_NAME.into())
-                        .spawn(move || continuation(result))
-                        .expect("the system could not start a thread for a continuation");
+                    waits::mark("`set_result` queues the continuation to the thread pool");
+                    #[cfg(not(loom))]
+                    crate::pool::continuations().post(move || continuation(result));
+                    // loom explores this module's interleavings, not the
+                    // pool's: a thread of its own stands for a pool thread.
+                    #[cfg(loom)]
+                    thread::spawn(move || continuation(result));
                 }
             }
         }
@@ -315,6 +317,14 @@ impl<T: Send + 'static> Completion<T> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        // On a pool thread, this is the wait .NET 6 compensates for (a
+        // `Task.Wait`): the pool may add a thread while it blocks.
+        #[cfg(not(loom))]
+        return crate::pool::blocking_wait(|| match completes {
+            Some(what) => waits::blocking("`Completion::wait`", what, || self.wait_unnoted()),
+            None => self.wait_unnoted(),
+        });
+        #[cfg(loom)]
         match completes {
             Some(what) => waits::blocking("`Completion::wait`", what, || self.wait_unnoted()),
             None => self.wait_unnoted(),

@@ -14,6 +14,9 @@
 //!   (chapter 10);
 //! - [`message_loop`]: a UI thread's message loop, the counterpart of a .NET
 //!   `SynchronizationContext`, and `.Result` on it (chapter 4);
+//! - [`pool`]: a thread pool that adds threads slowly, as .NET's does, where
+//!   asynchronous continuations run and where Listing 3-5's completions
+//!   starve (chapter 3);
 //! - [`frame`]: the sensor protocol, a length-prefixed reading per frame;
 //! - [`watchdog`]: runs a scenario on a thread of its own and reports, within a
 //!   bounded time, either its result or why it is stuck; also the per-test
@@ -25,6 +28,7 @@ pub mod bridge;
 pub mod completion_source;
 pub mod frame;
 pub mod message_loop;
+pub mod pool;
 pub mod reactor_socket;
 pub mod socket;
 pub mod waits;

@@ -459,6 +459,9 @@ pub enum Verdict {
     Spinning,
     /// Stuck, with no recorded reason.
     Unexplained,
+    /// Work waits in a thread pool whose threads are all busy, and the pool
+    /// will add a thread: a stall that ends ([`crate::pool`]).
+    Starvation,
 }
 
 impl fmt::Display for Verdict {
@@ -468,6 +471,7 @@ impl fmt::Display for Verdict {
             Verdict::LostCompletion => "hang: a lost completion",
             Verdict::Spinning => "hang: a busy loop that never ends",
             Verdict::Unexplained => "stuck, for a reason nobody recorded",
+            Verdict::Starvation => "starvation",
         })
     }
 }
@@ -511,6 +515,9 @@ const SPIN_THRESHOLD: u64 = 1_000;
 /// Explains why nothing finished, from the facts recorded since `since`
 /// (older facts belong to earlier scenarios of the same process).
 pub fn diagnose(since: Instant) -> Diagnosis {
+    // Read before the records are locked: a pool records into them while it
+    // holds its own lock.
+    let starving = crate::pool::starving_pools();
     let registry = registry();
     let threads: Vec<&ThreadFacts> = registry
         .threads
@@ -658,13 +665,16 @@ pub fn diagnose(since: Instant) -> Diagnosis {
                         state: ReceiveState::Delivered,
                         ..
                     }) => {
-                        lines.push(format!(
+                        let line = format!(
                             "receive #{id}'s callback has run, yet thread `{}` still waits \
                              for it: whatever the callback handed the result to has not \
                              delivered it (work queued behind a blocked thread, or a lost \
                              wake-up)",
                             current.name
-                        ));
+                        );
+                        if !lines.contains(&line) {
+                            lines.push(line);
+                        }
                         break;
                     }
                     None => break,
@@ -692,6 +702,40 @@ pub fn diagnose(since: Instant) -> Diagnosis {
             match blocked_by_name(&next) {
                 Some(thread) => current = thread,
                 None => break,
+            }
+        }
+    }
+    if verdict.is_none() {
+        // Only pools whose busy threads are blocked in this scenario: another
+        // scenario's pool is none of this one's business.
+        let blocked_here = |name: &String| blocked_by_name(name).is_some();
+        for pool in starving.iter().filter(|p| p.busy.iter().any(blocked_here)) {
+            let threads = pool
+                .busy
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            lines.push(format!(
+                "pool `{}` has {} work item(s) queued, and every thread it has is busy: \
+                 {threads}",
+                pool.pool, pool.queued
+            ));
+            if pool.can_grow {
+                lines.push(format!(
+                    "=> starvation: the queued work waits for a thread; pool `{}` adds one \
+                     once nothing has been dequeued for {} ms",
+                    pool.pool,
+                    crate::pool::GATE_PERIOD.as_millis()
+                ));
+                verdict.get_or_insert(Verdict::Starvation);
+            } else {
+                lines.push(format!(
+                    "=> pool `{}` is at its maximum of {} threads and adds none: the queued \
+                     work never runs, a deadlock",
+                    pool.pool, pool.max_threads
+                ));
+                verdict = Some(Verdict::Deadlock);
             }
         }
     }

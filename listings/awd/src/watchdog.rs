@@ -9,7 +9,10 @@
 //!
 //! When the time is up, the watchdog asks [`crate::waits`] who waits for
 //! whom and says what it found: a deadlock (a cycle of waits), a lost
-//! completion, or a busy loop. [`run`] is what a listing calls: it prints
+//! completion, a busy loop, or a starvation: work queued in a thread pool
+//! whose threads are all busy. A starvation is a stall, not a deadlock, so
+//! the watchdog then waits on, up to [`STARVATION_LIMIT`], and reports how it
+//! ended: [`Outcome::Starved`] names the threads the pool added. [`run`] is what a listing calls: it prints
 //! that diagnosis and ends the program with [`DEADLOCK_EXIT_CODE`] or
 //! [`HANG_EXIT_CODE`]. [`watch`] is what a test calls: it returns the
 //! [`Outcome`] to assert on.
@@ -41,11 +44,29 @@ pub const TIME_LIMIT_EXIT_CODE: i32 = 124;
 /// mistake a slow run for one.
 pub const DEADLOCK_LIMIT: Duration = Duration::from_millis(300);
 
+/// How much longer the watchdog waits for a scenario it found starving
+/// (a pool adds a thread every [`crate::pool::GATE_PERIOD`]).
+pub const STARVATION_LIMIT: Duration = Duration::from_secs(5);
+
 /// How a watched scenario ended.
 #[derive(Debug)]
 pub enum Outcome<T> {
     /// It returned this value in time.
     Completed(T),
+    /// It returned this value late: when the limit ran out it was stalled
+    /// in a starving thread pool, and it finished once the pool had added a
+    /// thread.
+    Starved {
+        /// What it returned.
+        value: T,
+        /// Who waited for whom when the limit ran out.
+        stalled: Diagnosis,
+        /// When it finished, counted from its start.
+        finished_after: Duration,
+        /// The threads pools added while it ran, with when, counted from its
+        /// start.
+        added: Vec<(Duration, crate::pool::Injection)>,
+    },
     /// It was still running when the limit ran out.
     Stuck {
         /// How long the watchdog waited.
@@ -63,6 +84,11 @@ impl<T> Outcome<T> {
         self.verdict() == Some(Verdict::Deadlock)
     }
 
+    /// True when the scenario stalled in a starving pool and finished late.
+    pub fn is_starvation(&self) -> bool {
+        matches!(self, Outcome::Starved { .. })
+    }
+
     /// The diagnosis's verdict, if the scenario got stuck.
     pub fn verdict(&self) -> Option<Verdict> {
         match self {
@@ -71,10 +97,10 @@ impl<T> Outcome<T> {
         }
     }
 
-    /// The value, if the scenario completed.
+    /// The value, if the scenario completed (in time or late).
     pub fn completed(self) -> Option<T> {
         match self {
-            Outcome::Completed(value) => Some(value),
+            Outcome::Completed(value) | Outcome::Starved { value, .. } => Some(value),
             _ => None,
         }
     }
@@ -119,10 +145,42 @@ where
     match receiver.recv_timeout(limit) {
         Ok(Ok(value)) => Outcome::Completed(value),
         Ok(Err(payload)) => Outcome::Panicked(panic_message(payload.as_ref())),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Outcome::Stuck {
-            waited: started.elapsed(),
-            diagnosis: waits::diagnose(started),
-        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let diagnosis = waits::diagnose(started);
+            if diagnosis.verdict != Verdict::Starvation {
+                return Outcome::Stuck {
+                    waited: started.elapsed(),
+                    diagnosis,
+                };
+            }
+            // A stall that a new pool thread may end: wait and see.
+            match receiver.recv_timeout(STARVATION_LIMIT) {
+                Ok(Ok(value)) => {
+                    // Only the pools the diagnosis found starving: other
+                    // threads of the process may run pools of their own.
+                    let starving = |pool: &str| {
+                        let named = format!("pool `{pool}` ");
+                        diagnosis.lines.iter().any(|l| l.starts_with(&named))
+                    };
+                    let added = crate::pool::injections_since(started)
+                        .into_iter()
+                        .filter(|i| starving(&i.pool))
+                        .map(|i| (i.at.saturating_duration_since(started), i))
+                        .collect();
+                    Outcome::Starved {
+                        value,
+                        stalled: diagnosis,
+                        finished_after: started.elapsed(),
+                        added,
+                    }
+                }
+                Ok(Err(payload)) => Outcome::Panicked(panic_message(payload.as_ref())),
+                Err(_) => Outcome::Stuck {
+                    waited: started.elapsed(),
+                    diagnosis: waits::diagnose(started),
+                },
+            }
+        }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             Outcome::Panicked("the scenario thread ended without a result".to_string())
         }
@@ -143,6 +201,33 @@ where
     waits::write_timeline_if_asked();
     match outcome {
         Outcome::Completed(value) => value,
+        Outcome::Starved {
+            value,
+            stalled,
+            finished_after,
+            added,
+        } => {
+            eprintln!(
+                "watchdog: `{name}` did not finish within {} ms: {}",
+                limit.as_millis(),
+                stalled.verdict
+            );
+            eprint!("{stalled}");
+            eprintln!(
+                "watchdog: `{name}` finished {} ms after it started: a stall, not a deadlock",
+                finished_after.as_millis()
+            );
+            for (after, added) in &added {
+                eprintln!(
+                    "  {} ms after the start, pool `{}` added thread `{}`:",
+                    after.as_millis(),
+                    added.pool,
+                    added.thread,
+                );
+                eprintln!("      {}", added.why);
+            }
+            value
+        }
         Outcome::Panicked(message) => {
             eprintln!("watchdog: `{name}` panicked: {message}");
             std::process::exit(101);
@@ -156,7 +241,7 @@ where
             eprint!("{diagnosis}");
             let code = match diagnosis.verdict {
                 Verdict::Deadlock | Verdict::Unexplained => DEADLOCK_EXIT_CODE,
-                Verdict::LostCompletion | Verdict::Spinning => HANG_EXIT_CODE,
+                Verdict::LostCompletion | Verdict::Spinning | Verdict::Starvation => HANG_EXIT_CODE,
             };
             std::process::exit(code);
         }
@@ -233,6 +318,57 @@ mod tests {
         });
         assert_eq!(outcome.verdict(), Some(Verdict::Unexplained), "{outcome:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_starving_pool_is_reported_as_a_stall_that_ends() {
+        let _limit = TestLimit::seconds(10);
+        let outcome = watch("starves", Duration::from_millis(200), || {
+            let pool = crate::pool::Pool::new(
+                "starving",
+                crate::pool::PoolConfig {
+                    min_threads: 1,
+                    max_threads: 2,
+                    compensate_blocking_waits: false,
+                    numbered_threads: true,
+                },
+            );
+            // The pool's only thread waits for work queued behind it.
+            let (sender, second_ran) = std::sync::mpsc::channel();
+            let (result, first_done) = std::sync::mpsc::channel();
+            let behind = pool.clone();
+            pool.post(move || {
+                behind.post(move || sender.send(()).unwrap());
+                let waits_for = waits::WaitsFor::Thread("starving-2".into());
+                let got = waits::blocking("`Receiver::recv`", waits_for, || second_ran.recv());
+                result.send(got.is_ok()).unwrap();
+            });
+            first_done.recv().unwrap()
+        });
+        let Outcome::Starved {
+            value,
+            stalled,
+            added,
+            finished_after,
+        } = outcome
+        else {
+            panic!("expected a starvation, got {outcome:?}");
+        };
+        assert!(value);
+        assert_eq!(stalled.verdict, Verdict::Starvation, "{stalled}");
+        let said = |text: &str| stalled.lines.iter().any(|l| l.contains(text));
+        assert!(
+            said("pool `starving` has 1 work item(s) queued"),
+            "{stalled}"
+        );
+        assert!(
+            said("every thread it has is busy: `starving-1`"),
+            "{stalled}"
+        );
+        assert_eq!(added.len(), 1, "{added:?}");
+        assert_eq!(added[0].1.thread, "starving-2");
+        assert!(added[0].0 >= crate::pool::GATE_PERIOD, "{added:?}");
+        assert!(finished_after >= added[0].0, "{finished_after:?} {added:?}");
     }
 
     #[test]
