@@ -80,6 +80,8 @@ struct Task {
     name: String,
     home: Arc<Shared>,
     future: Mutex<Option<BoxedTask>>,
+    /// False until the task has been polled once.
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Wake for Task {
@@ -98,7 +100,11 @@ impl Task {
         };
         let receives_before = waits::last_receive_started_here();
         let waker = Waker::from(Arc::clone(self));
-        let running = waits::activity(format!("the rest of task `{}`", self.name));
+        let running = if self.started.swap(true, Ordering::Relaxed) {
+            waits::activity(format!("the rest of task `{}`", self.name))
+        } else {
+            waits::activity(format!("task `{}` up to its first wait", self.name))
+        };
         let poll = future.as_mut().poll(&mut Context::from_waker(&waker));
         drop(running);
         match poll {
@@ -182,6 +188,7 @@ where
         name: task_name::<F>(),
         home: Arc::clone(&home),
         future: Mutex::new(Some(Box::pin(future))),
+        started: std::sync::atomic::AtomicBool::new(false),
     });
     home.post(task);
 }
@@ -197,7 +204,7 @@ fn task_name<F>() -> String {
         .rsplit("::")
         .find(|part| !part.starts_with('{'))
         .unwrap_or(full);
-    format!("{function} #{number}")
+    format!("{function}#{number}")
 }
 
 /// What C#'s `.Result` does on a UI thread, in Rust: runs `future` on this
@@ -229,6 +236,7 @@ where
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(output);
             filled.notify_all();
         }))),
+        started: std::sync::atomic::AtomicBool::new(false),
     });
     task.poll_here();
     let (slot, filled) = &*result;

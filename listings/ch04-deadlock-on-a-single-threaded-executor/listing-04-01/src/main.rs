@@ -1,18 +1,17 @@
-//! The single-threaded executor deadlock: a synchronous handler, running on
-//! the only thread of a `current_thread` runtime, blocks on a receive whose
-//! rest can only run on that same thread.
+//! The single-threaded context deadlock: a synchronous handler, running on a
+//! UI thread's message loop, blocks that thread on a receive whose rest is
+//! posted to that same loop.
 
-use std::future::Future;
 use std::io::{self, Write};
 use std::thread;
 use std::time::Duration;
 
 use awd::bridge::receive;
 use awd::frame::{Reading, FRAME_LEN, HEADER_LEN};
+use awd::message_loop::{result_of, MessageLoop};
 use awd::socket::{loopback_pair, CallbackSocket, IoThread};
-use awd::waits::{self, WaitsFor};
+use awd::waits;
 use awd::watchdog::DEADLOCK_LIMIT;
-use futures::FutureExt;
 
 /// Receives one reading with the bridge of Listing 2-3.
 async fn receive_reading(socket: CallbackSocket) -> io::Result<Reading> {
@@ -25,79 +24,46 @@ async fn receive_reading(socket: CallbackSocket) -> io::Result<Reading> {
 }
 
 // ANCHOR: result_of
-/// What C#'s `.Result` does on a single-threaded context, in Rust: run the
-/// future right here up to its first wait; if it had to wait, its rest is
-/// handed to this thread's executor (the context it captured), and this
-/// thread blocks until the rest has run.
-fn result_of<F>(future: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let mut future = Box::pin(future);
-    if let Some(output) = (&mut future).now_or_never() {
-        return output; // finished without waiting: nothing to hand over
-    }
-    let rest = tokio::task::spawn_local(future); // only this thread runs it
-    let this_thread = WaitsFor::Thread(waits::thread_name());
-    waits::blocking("`futures::executor::block_on`", this_thread, || {
-        futures::executor::block_on(rest).expect("the task ran to the end")
-    })
-}
-
-/// A synchronous event handler, as a UI framework would call it.
+/// A synchronous event handler, as a UI framework would call it: it reads
+/// the `.Result` of an async receive.
 fn on_refresh_clicked(socket: CallbackSocket) -> io::Result<Reading> {
     result_of(receive_reading(socket))
 }
-// ANCHOR_END: result_of
 
-/// The "UI thread": one thread runs a `current_thread` runtime and a
-/// `LocalSet`, and calls the handler from a task. The sensor answers only
-/// once that thread is blocked.
+/// The UI thread: a message loop whose first message is the click. The
+/// sensor answers only once `ui` is blocked.
 fn scenario() -> io::Result<Reading> {
     let io = IoThread::start()?;
     let (socket, mut sensor) = loopback_pair(&io)?;
     let ui = thread::current().id();
-    let sending = thread::spawn(move || -> io::Result<_> {
-        if !waits::wait_until_blocked(ui, Duration::from_secs(5)) {
-            return Ok(sensor);
+    let sensor_thread = thread::spawn(move || -> io::Result<_> {
+        if waits::wait_until_blocked(ui, Duration::from_secs(5)) {
+            sensor.write_all(&READING.encode())?;
         }
-        sensor.write_all(
-            &Reading {
-                sensor: 7,
-                sequence: 1,
-                millidegrees: 21_500,
-            }
-            .encode(),
-        )?;
         Ok(sensor)
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let reading = local.block_on(&runtime, async move {
+    let reading = MessageLoop::run_until(async move {
         if run_with("--tokio-block-on") {
             on_refresh_clicked_with_tokio(socket)
         } else {
             on_refresh_clicked(socket)
         }
-    });
-    sending.join().expect("the sensor thread")?;
+    })?;
+    sensor_thread.join().expect("the sensor thread")?;
     reading
 }
+// ANCHOR_END: result_of
 
-/// The exercise: `result_of` with tokio's `Handle::block_on` in place of
-/// `futures::executor::block_on`.
+/// What the sensor sends.
+const READING: Reading = Reading {
+    sensor: 7,
+    sequence: 1,
+    millidegrees: 21_500,
+};
+
+/// The exercise: tokio's `Handle::block_on` in place of `result_of`.
 fn on_refresh_clicked_with_tokio(socket: CallbackSocket) -> io::Result<Reading> {
-    let mut future = Box::pin(receive_reading(socket));
-    if let Some(output) = (&mut future).now_or_never() {
-        return output;
-    }
-    let rest = tokio::task::spawn_local(future);
-    tokio::runtime::Handle::current()
-        .block_on(rest)
-        .expect("the task ran to the end")
+    tokio::runtime::Handle::current().block_on(receive_reading(socket))
 }
 
 /// True when the program runs with `-- <flag>`: the chapter's exercises use
@@ -119,12 +85,20 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awd::watchdog::{watch, TestLimit};
+    use awd::watchdog::{watch, Outcome, TestLimit};
 
     #[test]
-    fn the_blocked_thread_is_the_only_one_that_could_finish_the_receive() {
+    fn the_rest_of_the_receive_waits_in_the_blocked_threads_queue() {
         let _limit = TestLimit::seconds(10);
         let outcome = watch("ui", DEADLOCK_LIMIT, scenario);
         assert!(outcome.is_deadlock(), "{outcome:?}");
+        let Outcome::Stuck { diagnosis, .. } = outcome else {
+            unreachable!()
+        };
+        let report = diagnosis.lines.join("\n");
+        assert!(
+            report.contains("posted to the message queue of thread `ui` by thread `awd-io`"),
+            "the I/O thread's completion posts the rest to `ui`'s queue:\n{report}"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use awd::bridge::receive;
 use awd::frame::{Reading, FRAME_LEN, HEADER_LEN};
+use awd::message_loop::MessageLoop;
 use awd::socket::{loopback_pair, CallbackSocket, IoThread};
 
 /// Receives one reading with the bridge of Listing 2-3.
@@ -22,15 +23,14 @@ async fn receive_reading(socket: CallbackSocket) -> io::Result<Reading> {
 
 // ANCHOR: handler
 /// The event handler, async all the way: awaiting gives the thread back to
-/// its executor, which runs the receive's rest when it completes.
+/// its message loop, which runs the receive's rest when it completes.
 async fn on_refresh_clicked(socket: CallbackSocket) -> io::Result<Reading> {
     receive_reading(socket).await
 }
 // ANCHOR_END: handler
 
-/// The "UI thread": one thread runs a `current_thread` runtime and a
-/// `LocalSet`, and awaits the handler. The sensor answers only once the
-/// receive is waiting.
+/// The UI thread: the message loop of Listing 4-1 runs the handler and
+/// awaits it. The sensor answers only once the receive is waiting.
 fn scenario() -> io::Result<Reading> {
     let io = IoThread::start()?;
     let (socket, mut sensor) = loopback_pair(&io)?;
@@ -47,11 +47,7 @@ fn scenario() -> io::Result<Reading> {
         )?;
         Ok(sensor)
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let reading = local.block_on(&runtime, on_refresh_clicked(socket));
+    let reading = MessageLoop::run_until(on_refresh_clicked(socket))?;
     sending.join().expect("the sensor thread")?;
     reading
 }

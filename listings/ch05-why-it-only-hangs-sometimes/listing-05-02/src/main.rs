@@ -1,7 +1,6 @@
 //! Listing 4-1's `result_of`, with the hidden variable made explicit: when
 //! the sensor's bytes arrive, relative to the first poll of the receive.
 
-use std::future::Future;
 use std::io::{self, Write};
 use std::thread;
 use std::time::Duration;
@@ -9,10 +8,10 @@ use std::time::Duration;
 use awd::bridge::receive_completion;
 use awd::completion_source::Continuations;
 use awd::frame::{Reading, FRAME_LEN, HEADER_LEN};
+use awd::message_loop::{result_of, MessageLoop};
 use awd::socket::{loopback_pair, CallbackSocket, IoThread};
-use awd::waits::{self, WaitsFor};
+use awd::waits;
 use awd::watchdog::DEADLOCK_LIMIT;
-use futures::FutureExt;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -49,23 +48,6 @@ async fn receive_reading(socket: CallbackSocket, timing: Timing) -> io::Result<R
 }
 // ANCHOR_END: receive_reading
 
-/// Listing 4-1's `.Result`.
-fn result_of<F>(future: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let mut future = Box::pin(future);
-    if let Some(output) = (&mut future).now_or_never() {
-        return output;
-    }
-    let rest = tokio::task::spawn_local(future);
-    let this_thread = WaitsFor::Thread(waits::thread_name());
-    waits::blocking("`futures::executor::block_on`", this_thread, || {
-        futures::executor::block_on(rest).expect("the task ran to the end")
-    })
-}
-
 fn scenario(timing: Timing) -> io::Result<Reading> {
     let io = IoThread::start()?;
     let (socket, mut sensor) = loopback_pair(&io)?;
@@ -95,13 +77,8 @@ fn scenario(timing: Timing) -> io::Result<Reading> {
         }
         Ok(sensor)
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let reading = local.block_on(&runtime, async move {
-        result_of(receive_reading(socket, timing))
-    });
+    let reading =
+        MessageLoop::run_until(async move { result_of(receive_reading(socket, timing)) })?;
     sending.join().expect("the sensor thread")?;
     reading
 }

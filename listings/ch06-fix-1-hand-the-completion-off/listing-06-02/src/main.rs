@@ -1,25 +1,25 @@
-//! Fix 1 does not cure the single-threaded executor deadlock: the callback
-//! hands the completion to another thread, and the task it wakes is still
-//! queued on the blocked thread.
+//! Fix 1 does not cure the single-threaded context deadlock: the callback
+//! hands the completion to another thread, and that thread posts the rest of
+//! the receive to the blocked thread's message queue.
 
-use std::future::Future;
 use std::io::{self, Write};
 use std::thread;
 use std::time::Duration;
 
 use awd::completion_source::{completion_source, Continuations};
 use awd::frame::{Reading, FRAME_LEN, HEADER_LEN};
+use awd::message_loop::{result_of, MessageLoop};
 use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, Start};
-use awd::waits::{self, WaitsFor};
+use awd::waits;
 use awd::watchdog::DEADLOCK_LIMIT;
-use futures::FutureExt;
 
 // ANCHOR: hand_off
 /// Listing 2-3's bridge, with the completion handed off to a new thread.
 pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Received> {
     let (source, completion) = completion_source(Continuations::Asynchronous);
     let start = socket.receive(buffer, move |received| {
-        thread::spawn(move || {
+        let hand_off = thread::Builder::new().name("hand-off".to_string());
+        let _ = hand_off.spawn(move || {
             let _ = source.set_result(received); // wakes the task from here
         });
     });
@@ -40,34 +40,13 @@ async fn receive_reading(socket: CallbackSocket) -> io::Result<Reading> {
     )?)
 }
 
-/// What C#'s `.Result` does on a single-threaded context, in Rust: run the
-/// future right here up to its first wait; if it had to wait, its rest is
-/// handed to this thread's executor (the context it captured), and this
-/// thread blocks until the rest has run.
-fn result_of<F>(future: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let mut future = Box::pin(future);
-    if let Some(output) = (&mut future).now_or_never() {
-        return output; // finished without waiting: nothing to hand over
-    }
-    let rest = tokio::task::spawn_local(future); // only this thread runs it
-    let this_thread = WaitsFor::Thread(waits::thread_name());
-    waits::blocking("`futures::executor::block_on`", this_thread, || {
-        futures::executor::block_on(rest).expect("the task ran to the end")
-    })
-}
-
 /// A synchronous event handler, as a UI framework would call it.
 fn on_refresh_clicked(socket: CallbackSocket) -> io::Result<Reading> {
     result_of(receive_reading(socket))
 }
 
-/// The "UI thread": one thread runs a `current_thread` runtime and a
-/// `LocalSet`, and calls the handler from a task. The sensor answers only
-/// once that thread is blocked.
+/// The UI thread of Listing 4-1: a message loop whose first message is the
+/// click. The sensor answers only once that thread is blocked.
 fn scenario() -> io::Result<Reading> {
     let io = IoThread::start()?;
     let (socket, mut sensor) = loopback_pair(&io)?;
@@ -84,11 +63,7 @@ fn scenario() -> io::Result<Reading> {
         )?;
         Ok(sensor)
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let reading = local.block_on(&runtime, async move { on_refresh_clicked(socket) });
+    let reading = MessageLoop::run_until(async move { on_refresh_clicked(socket) })?;
     sending.join().expect("the sensor thread")?;
     reading
 }

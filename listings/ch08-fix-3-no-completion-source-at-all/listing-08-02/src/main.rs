@@ -3,34 +3,16 @@
 //! blocks the executor's only thread still waits forever, even when the
 //! reading is already in the kernel's buffer.
 
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::thread;
 use std::time::Duration;
 
 use awd::frame::{Reading, FRAME_LEN, HEADER_LEN};
-use awd::waits::{self, WaitsFor};
+use awd::message_loop::{result_of, MessageLoop};
+use awd::waits;
 use awd::watchdog::DEADLOCK_LIMIT;
-use futures::FutureExt;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-/// Listing 4-1's `.Result`.
-fn result_of<F>(future: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let mut future = Box::pin(future);
-    if let Some(output) = (&mut future).now_or_never() {
-        return output;
-    }
-    let rest = tokio::task::spawn_local(future);
-    let this_thread = WaitsFor::Thread(waits::thread_name());
-    waits::blocking("`futures::executor::block_on`", this_thread, || {
-        futures::executor::block_on(rest).expect("the task ran to the end")
-    })
-}
 
 // ANCHOR: still_blocking
 /// Reads one frame with tokio: no callback, no completion source.
@@ -46,7 +28,7 @@ fn on_refresh_clicked(stream: TcpStream) -> io::Result<Reading> {
 }
 // ANCHOR_END: still_blocking
 
-/// The `ui` thread's runtime; the reading is buffered before the handler
+/// The `ui` thread's message loop; the reading is buffered before the handler
 /// runs, or sent once the thread is blocked.
 fn scenario(already_buffered: bool) -> io::Result<Reading> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
@@ -75,13 +57,8 @@ fn scenario(already_buffered: bool) -> io::Result<Reading> {
         Ok(())
     });
     accepted.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let reading = local.block_on(&runtime, async move {
-        on_refresh_clicked(TcpStream::from_std(accepted)?)
-    });
+    let reading =
+        MessageLoop::run_until(async move { on_refresh_clicked(TcpStream::from_std(accepted)?) })?;
     drop(sending);
     reading
 }

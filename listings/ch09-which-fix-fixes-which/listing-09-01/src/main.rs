@@ -1,13 +1,12 @@
 //! Every fix against both deadlocks: each cell of the table is a scenario
 //! run under the watchdog, and the table is printed from what the runs did.
 //!
-//! - M1: a synchronous handler on the only thread of a single-threaded
-//!   executor waits for one reading (Chapter 4).
+//! - M1: a synchronous handler on a UI thread's message loop waits for one
+//!   reading (Chapter 4).
 //! - M2: the code after a frame's header waits for its body, wherever the
 //!   fix makes that code run (Chapter 3).
 
 use std::fmt;
-use std::future::Future;
 use std::io::{self, Write};
 use std::sync::mpsc;
 use std::thread;
@@ -16,10 +15,10 @@ use std::time::Duration;
 use awd::bridge::{receive, receive_completion};
 use awd::completion_source::{completion_source, Completion, Continuations};
 use awd::frame::{Reading, FRAME_LEN, HEADER_LEN, READING_LEN};
+use awd::message_loop::{result_of, MessageLoop};
 use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, Start, IO_THREAD_NAME};
 use awd::waits::{self, WaitsFor};
 use awd::watchdog::{watch, Outcome, DEADLOCK_LIMIT};
-use futures::FutureExt;
 use tokio::io::AsyncReadExt;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -147,31 +146,9 @@ fn completion_with(fix: Fix, socket: &CallbackSocket, length: usize) -> Completi
 }
 // ANCHOR_END: bridges
 
-/// Chapter 4's `.Result`: poll once here, hand the rest to this thread's
-/// executor, block until it has run.
-fn result_of<F>(future: F) -> F::Output
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let mut future = Box::pin(future);
-    if let Some(output) = (&mut future).now_or_never() {
-        return output;
-    }
-    let rest = tokio::task::spawn_local(future);
-    let this_thread = WaitsFor::Thread(waits::thread_name());
-    waits::blocking("`futures::executor::block_on`", this_thread, || {
-        futures::executor::block_on(rest).expect("the task ran to the end")
-    })
-}
-
-/// M1: a handler on the `ui` thread's single-threaded executor waits for one
+/// M1: a handler on the `ui` thread's message loop waits for one
 /// reading. The sensor sends only once the handler is really waiting.
 fn m1(fix: Fix) -> io::Result<Reading> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
     let ui = thread::current().id();
     if fix == Fix::NativeTokio {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
@@ -184,14 +161,14 @@ fn m1(fix: Fix) -> io::Result<Reading> {
             }
             thread::sleep(WAIT);
         });
-        return local.block_on(&runtime, async move {
+        return MessageLoop::run_until(async move {
             let mut stream = tokio::net::TcpStream::from_std(accepted)?;
             result_of(async move {
                 let mut bytes = [0; FRAME_LEN];
                 stream.read_exact(&mut bytes).await?;
                 decode(&bytes)
             })
-        });
+        })?;
     }
     let io = IoThread::start()?;
     let (socket, mut sensor) = loopback_pair(&io)?;
@@ -207,7 +184,7 @@ fn m1(fix: Fix) -> io::Result<Reading> {
         thread::sleep(WAIT);
     });
     let reading = async move { decode(&receive_with(fix, socket, FRAME_LEN).await?) };
-    local.block_on(&runtime, async move {
+    MessageLoop::run_until(async move {
         match fix {
             Fix::DontBlock => reading.await,
             Fix::PollWhereYouBlock => {
@@ -218,7 +195,7 @@ fn m1(fix: Fix) -> io::Result<Reading> {
             }
             _ => result_of(reading),
         }
-    })
+    })?
 }
 
 /// M2: the code after a frame's header waits for the body. The sensor
