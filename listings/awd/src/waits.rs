@@ -118,7 +118,7 @@ enum TaskState {
     /// is the receive it started in that poll, if it started one.
     Suspended { on_receive: Option<u64> },
     /// Woken: its rest was posted to the queue of its loop's thread.
-    Queued { posted_by: String, at: Duration },
+    Queued { posted_by: String },
     /// Taken from the queue and being polled.
     Running,
     /// Finished.
@@ -386,7 +386,6 @@ pub fn task_posted(task: &str, home: &str) {
         return;
     }
     let mut registry = registry();
-    let at = registry.start.elapsed();
     registry.record(EventKind::Mark(format!(
         "posts the rest of task `{task}` to the queue of `{home}`"
     )));
@@ -399,7 +398,6 @@ pub fn task_posted(task: &str, home: &str) {
         });
     facts.state = TaskState::Queued {
         posted_by: thread_name(),
-        at,
     };
 }
 
@@ -565,14 +563,12 @@ pub fn diagnose(since: Instant) -> Diagnosis {
                 WaitsFor::Task(name) => match registry.tasks.get(name) {
                     Some(TaskFacts {
                         home,
-                        state: TaskState::Queued { posted_by, at },
+                        state: TaskState::Queued { posted_by },
                     }) => {
                         let line = format!(
                             "the rest of task `{name}` was posted to the message queue of \
-                             thread `{home}` by thread `{posted_by}` ({} ms after the \
-                             program started), and waits there: only thread `{home}` runs \
-                             that queue",
-                            at.as_millis()
+                             thread `{home}` by thread `{posted_by}`, and waits there: only \
+                             thread `{home}` runs that queue"
                         );
                         if !lines.contains(&line) {
                             lines.push(line);
