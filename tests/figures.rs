@@ -3,7 +3,8 @@
 //! that it still says the same things (the same events, the same threads,
 //! the same verdict; times and the order of simultaneous events may differ),
 //! and that every figure is shown by a chapter.
-//! `cargo run -p book-tools --bin book -- figures` redraws them.
+//! `cargo run -p book-tools --bin book -- figures --into-book` redraws them
+//! (without `--into-book`, it draws them into `target/figures/`).
 
 use std::fs;
 use std::path::Path;
@@ -46,7 +47,7 @@ fn every_figure_says_what_a_fresh_run_records() {
     assert!(
         stale.is_empty(),
         "these figures no longer match their listings; redraw them with \
-         `cargo run -p book-tools --bin book -- figures`:\n{}",
+         `cargo run -p book-tools --bin book -- figures --into-book`:\n{}",
         stale.join("\n")
     );
 }

@@ -305,6 +305,17 @@ pub fn verdict(stderr: &str) -> Vec<String> {
     lines
 }
 
+/// Where `book figures` draws: `target/figures/` by default, so that drawing
+/// changes nothing the repository tracks; the book's own `src/figures/` only
+/// with `--into-book`.
+pub fn figures_dir(root: &std::path::Path, into_book: bool) -> std::path::PathBuf {
+    if into_book {
+        root.join("src/figures")
+    } else {
+        root.join("target/figures")
+    }
+}
+
 /// The listings that have a figure in `dir` (`src/figures/<package>.svg`),
 /// sorted.
 pub fn figure_packages(dir: &std::path::Path) -> Vec<String> {
@@ -391,6 +402,14 @@ mod tests {
                        51\tawd-io\tbegin\tthe callback of receive #1\n\
                        67\tawd-io\tblocked\treceive #2\n\
                        79\tserver\tblocked\twork that only thread `awd-io` can run\n";
+
+    #[test]
+    fn figures_are_drawn_under_target_unless_asked_into_the_book() {
+        let _limit = TestLimit::seconds(10);
+        let root = std::path::Path::new("/book");
+        assert_eq!(figures_dir(root, false), root.join("target/figures"));
+        assert_eq!(figures_dir(root, true), root.join("src/figures"));
+    }
 
     #[test]
     fn a_recorded_run_becomes_a_figure_with_its_statements() {

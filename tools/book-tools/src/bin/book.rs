@@ -23,7 +23,8 @@ fn usage() -> ExitCode {
     eprintln!("usage: cargo chapter <N>          runs every test of chapter N");
     eprintln!("       cargo loom                 runs the loom model checks (--cfg loom)");
     eprintln!("       book check-links <book/>   checks the built book's internal links");
-    eprintln!("       book figures [listing-NN-MM…] redraws the thread timelines in src/figures/");
+    eprintln!("       book figures [listing-NN-MM…] draws thread timelines in target/figures/");
+    eprintln!("       book figures --into-book   redraws the book's own, in src/figures/");
     ExitCode::from(2)
 }
 
@@ -245,10 +246,15 @@ fn check_links(dir: &Path) -> ExitCode {
 /// named, or of every listing that already has a figure.
 fn figures(packages: &[String]) -> ExitCode {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = root.join("src/figures");
-    let mut packages = packages.to_vec();
+    let into_book = packages.iter().any(|p| p == "--into-book");
+    let dir = book_tools::timeline::figures_dir(&root, into_book);
+    let mut packages: Vec<String> = packages
+        .iter()
+        .filter(|p| *p != "--into-book")
+        .cloned()
+        .collect();
     if packages.is_empty() {
-        packages = book_tools::timeline::figure_packages(&dir);
+        packages = book_tools::timeline::figure_packages(&root.join("src/figures"));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut ok = true;
@@ -263,7 +269,10 @@ fn figures(packages: &[String]) -> ExitCode {
                 let path = dir.join(format!("{package}.svg"));
                 let _ = std::fs::create_dir_all(&dir);
                 match std::fs::write(&path, svg) {
-                    Ok(()) => eprintln!("drew {}", path.display()),
+                    Ok(()) => eprintln!(
+                        "drew {}",
+                        path.strip_prefix(&root).unwrap_or(&path).display()
+                    ),
                     Err(e) => {
                         eprintln!("cannot write {}: {e}", path.display());
                         ok = false;
