@@ -64,12 +64,19 @@ impl Connection {
     }
 }
 
+/// How many receives that finish at once one call handles before it lets
+/// the I/O thread serve other sockets.
+const AT_ONCE: usize = 16;
+
 /// Starts receives until one is pending. A receive that finishes at once is
 /// handled right here and the loop goes round again; a pending one hands
 /// the rest to its callback, which calls this function again, on the I/O
-/// thread, with a fresh stack.
+/// thread, with a fresh stack. After [`AT_ONCE`] receives that all finished
+/// at once, the rest is posted to the I/O thread's queue, behind the other
+/// sockets' callbacks: a client that keeps its socket full gets its turn,
+/// not the whole thread.
 fn receive_more(connection: Arc<Connection>) {
-    loop {
+    for _ in 0..AT_ONCE {
         let for_callback = Arc::clone(&connection);
         let start = connection.socket.receive(vec![0; 256], move |received| {
             if for_callback.handle(received) {
@@ -84,6 +91,10 @@ fn receive_more(connection: Arc<Connection>) {
             }
             Start::Pending => return,
         }
+    }
+    let later = Arc::clone(&connection);
+    if let Err(e) = connection.socket.post(move || receive_more(later)) {
+        let _ = connection.reports.send(Report::Ended(Err(e.to_string())));
     }
 }
 // ANCHOR_END: connection
@@ -231,6 +242,60 @@ mod tests {
             end_of(&received)
         });
         assert_eq!(worker.unwrap().join().unwrap(), (20_000, Ok(())));
+    }
+
+    #[test]
+    fn a_client_that_keeps_its_socket_full_does_not_hold_the_io_thread() {
+        let _limit = TestLimit::seconds(30);
+        let io = IoThread::start().unwrap();
+        let frame = |sensor, sequence| {
+            Reading {
+                sensor,
+                sequence,
+                millidegrees: 0,
+            }
+            .encode()
+        };
+        // The flooder: its socket is kept full until the test ends.
+        let (mut flooder, flood_reports) = serve(&io);
+        let flood: Vec<u8> = (0..4_096).flat_map(|sequence| frame(1, sequence)).collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let writer = std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                flooder.write_all(&flood).unwrap();
+                rounds += 1;
+            }
+            rounds
+        });
+        // Readings of the flood are taken as they come, so that its
+        // callbacks never wait for room in a channel.
+        let drained = std::thread::spawn(move || {
+            let mut readings = 0u64;
+            while let Ok(Report::Reading(_)) = flood_reports.recv_timeout(Duration::from_secs(5)) {
+                readings += 1;
+            }
+            readings
+        });
+        // Wait until the flood's receives are running on the I/O thread.
+        std::thread::sleep(Duration::from_millis(100));
+        // A quiet client, whose receive is pending on the same I/O thread.
+        let (mut quiet, quiet_reports) = serve(&io);
+        quiet.write_all(&frame(2, 1)).unwrap();
+        let report = quiet_reports.recv_timeout(Duration::from_secs(5));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let rounds = writer.join().unwrap();
+        assert!(
+            matches!(report, Ok(Report::Reading(Reading { sensor: 2, .. }))),
+            "the quiet client's reading never came: {report:?}"
+        );
+        drop(io);
+        let flooded = drained.join().unwrap();
+        assert!(
+            rounds > 1 && flooded > 4_096,
+            "the flood: {rounds} writes, {flooded} readings"
+        );
     }
 
     #[test]
