@@ -156,5 +156,17 @@ mod tests {
             stderr.contains("thread 'server'") && stderr.contains("has overflowed its stack"),
             "{stderr}"
         );
+        assert!(
+            stderr.contains("fatal runtime error: stack overflow"),
+            "{stderr}"
+        );
+        // The whole process aborts (SIGABRT, which a shell reports as 134),
+        // not only the thread that overflowed.
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            const SIGABRT: i32 = 6;
+            assert_eq!(output.status.signal(), Some(SIGABRT), "{stderr}");
+        }
     }
 }

@@ -206,6 +206,9 @@ fn where_does_it_run(mode: Continuations) -> String {
 // ANCHOR: main
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // `where_does_it_run` blocks this thread (`join`, `recv`) on purpose, to
+    // print in order; nothing else runs on this runtime, so it stalls nobody.
+    // Async code that shares its thread with other tasks must not block.
     println!(
         "inline: the continuation got {}",
         where_does_it_run(Continuations::Inline)

@@ -13,6 +13,8 @@ use awd::socket::{loopback_pair, CallbackSocket, IoThread, Received, Start};
 /// Receives into `buffer`: at once if the bytes are already there, or when
 /// the I/O thread runs the callback.
 pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Received> {
+    // The mode decides where a registered continuation runs; this bridge
+    // registers none (it awaits), so either mode would do.
     let (source, completion) = completion_source(Continuations::Asynchronous);
     let start = socket.receive(buffer, move |received| {
         // On the I/O thread: store the result and wake the task. Nothing
