@@ -1,7 +1,8 @@
-//! "Poll the future where you block", the `ConfigureAwait(false)` analogue:
-//! a synchronous handler blocks on the future itself instead of handing its
-//! rest to the thread's executor. It completes, and freezes that executor
-//! while it waits.
+//! "Poll the future where you block" (in .NET, a pumping wait such as
+//! `JoinableTaskFactory.Run`): a synchronous handler blocks on the future
+//! itself instead of handing its rest to the thread's executor. It completes
+//! because the I/O thread, outside that executor, completes the future; it
+//! freezes the executor while it waits.
 
 use std::cell::Cell;
 use std::io::{self, Write};

@@ -26,7 +26,8 @@ async fn receive_reading(socket: CallbackSocket) -> io::Result<Reading> {
 // ANCHOR: spawn_blocking
 /// A synchronous handler from a library we cannot change: it blocks until
 /// it has a reading. On a blocking-pool thread, `Handle::block_on` is
-/// allowed: that thread drives no runtime.
+/// allowed: that thread drives no runtime. On a `current_thread` runtime it
+/// cannot drive I/O or timers either; the I/O thread completes this read.
 fn refresh_synchronously(
     runtime: tokio::runtime::Handle,
     socket: CallbackSocket,
