@@ -308,3 +308,33 @@ fn every_listing_manifest_stands_on_its_own() {
         inherited.join("\n")
     );
 }
+
+#[test]
+fn every_fence_word_has_its_marker_in_the_theme_and_its_line_in_the_readme() {
+    let _limit = TestLimit::seconds(5);
+    // The words are defined once, in `book_tools::fences::Expectation`; the
+    // marker a reader sees is the theme's, and the README lists them for
+    // authors. Both must name every word, and nothing else.
+    let css = fs::read_to_string(root().join("theme/listings.css")).expect("the theme");
+    let readme = fs::read_to_string(root().join("README.md")).expect("the README");
+    for word in book_tools::fences::outcome_words() {
+        assert!(
+            css.contains(&format!("pre:has(> code.{word})::before {{ content: ")),
+            "theme/listings.css gives the fence word `{word}` no marker"
+        );
+        assert!(
+            readme.contains(&format!("`rust,{word}`")),
+            "README.md does not list the fence word `rust,{word}`"
+        );
+    }
+    for (at, _) in css.match_indices("pre:has(> code.") {
+        let word: String = css[at + "pre:has(> code.".len()..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        assert!(
+            book_tools::fences::Expectation::from_fence_word(&word).is_some(),
+            "theme/listings.css styles `{word}`, which is no fence word"
+        );
+    }
+}

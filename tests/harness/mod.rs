@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use book_tools::fences::{Expectation, EXPECT_MARKER};
+use book_tools::fences::{Expectation, RequiredEnd, EXPECT_MARKER};
 
 /// How long one block may run before it is stopped and its test fails.
 pub const SNIPPET_LIMIT: Duration = Duration::from_secs(20);
@@ -53,6 +53,16 @@ pub fn supervised(text: &str) -> Result<String, String> {
         ));
     };
     let expect = expectation(text);
+    let required = expect
+        .required_end()
+        .ok_or_else(|| format!("a `{}` block is not run", expect.name()))?;
+    // The status the run must end with; -1 stands for any success.
+    let status = match required {
+        RequiredEnd::Success => -1,
+        RequiredEnd::Panic => 101,
+        RequiredEnd::WatchdogDeadlock => awd::watchdog::DEADLOCK_EXIT_CODE,
+        RequiredEnd::WatchdogHang => awd::watchdog::HANG_EXIT_CODE,
+    };
     let renamed = format!(
         "{}fn {RENAMED_MAIN}({}",
         &text[..*at],
@@ -63,8 +73,8 @@ pub fn supervised(text: &str) -> Result<String, String> {
         SUPERVISOR
             .replace("@EXPECT@", expect.name())
             .replace("@LIMIT@", &SNIPPET_LIMIT.as_secs().to_string())
-            .replace("@DEADLOCK@", &awd::watchdog::DEADLOCK_EXIT_CODE.to_string())
-            .replace("@HANG@", &awd::watchdog::HANG_EXIT_CODE.to_string())
+            .replace("@STATUS@", &status.to_string())
+            .replace("@WORD@", required.word())
             .replace("@MAIN@", RENAMED_MAIN)
     ))
 }
@@ -76,14 +86,16 @@ fn main() -> ::std::process::ExitCode {
     if ::std::env::var_os("BOOK_SNIPPET_CHILD").is_some() {
         return ::std::process::Termination::report(@MAIN@());
     }
-    __book_supervise("@EXPECT@", @LIMIT@, @DEADLOCK@, @HANG@)
+    __book_supervise("@EXPECT@", @LIMIT@, @STATUS@, "@WORD@")
 }
 
+/// Runs the block as a child and checks that it ended as its fence
+/// promises: with `status` (-1: any success), and `word` in its output.
 fn __book_supervise(
     expect: &str,
     limit: u64,
-    deadlock_status: i32,
-    hang_status: i32,
+    status: i32,
+    word: &str,
 ) -> ::std::process::ExitCode {
     use ::std::io::{Read, Write};
     let exe = ::std::env::current_exe().expect("the block's own path");
@@ -100,9 +112,9 @@ fn __book_supervise(
         text
     });
     let deadline = ::std::time::Instant::now() + ::std::time::Duration::from_secs(limit);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the block") {
-            break Some(status);
+    let ended = loop {
+        if let Some(ended) = child.try_wait().expect("waiting for the block") {
+            break Some(ended);
         }
         if ::std::time::Instant::now() > deadline {
             let _ = child.kill();
@@ -114,13 +126,11 @@ fn __book_supervise(
     let text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
     print!("{text}");
     let _ = ::std::io::stdout().flush();
-    let verdict = match (status, expect) {
-        (None, _) => Err(format!("still running after {limit} s: stopped")),
-        (Some(s), "runs") if s.success() => Ok(()),
-        (Some(s), "panics") if s.code() == Some(101) && text.contains("panicked") => Ok(()),
-        (Some(s), "deadlocks") if s.code() == Some(deadlock_status) && text.contains("deadlock") => Ok(()),
-        (Some(s), "hangs") if s.code() == Some(hang_status) && text.contains("hang") => Ok(()),
-        (Some(s), _) => Err(format!("the fence promises `{expect}`, but the block ended with {s}")),
+    let verdict = match ended {
+        None => Err(format!("still running after {limit} s: stopped")),
+        Some(s) if status == -1 && s.success() => Ok(()),
+        Some(s) if status != -1 && s.code() == Some(status) && text.contains(word) => Ok(()),
+        Some(s) => Err(format!("the fence promises `{expect}`, but the block ended with {s}")),
     };
     match verdict {
         Ok(()) => ::std::process::ExitCode::SUCCESS,

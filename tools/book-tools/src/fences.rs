@@ -36,6 +36,16 @@ pub enum Expectation {
 }
 
 impl Expectation {
+    /// Every expectation, once: each list below is derived from this one.
+    pub const ALL: [Expectation; 6] = [
+        Expectation::Runs,
+        Expectation::Panics,
+        Expectation::Deadlocks,
+        Expectation::Hangs,
+        Expectation::CompileFails,
+        Expectation::CompilesOnly,
+    ];
+
     /// The fence word that asks for this expectation (`None` for a plain block).
     pub fn fence_word(self) -> Option<&'static str> {
         match self {
@@ -63,28 +73,71 @@ impl Expectation {
 
     /// The inverse of [`Expectation::name`].
     pub fn from_name(name: &str) -> Option<Expectation> {
-        [
-            Expectation::Runs,
-            Expectation::Panics,
-            Expectation::Deadlocks,
-            Expectation::Hangs,
-            Expectation::CompileFails,
-            Expectation::CompilesOnly,
-        ]
-        .into_iter()
-        .find(|e| e.name() == name)
+        Expectation::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The inverse of [`Expectation::fence_word`].
+    pub fn from_fence_word(word: &str) -> Option<Expectation> {
+        Expectation::ALL
+            .into_iter()
+            .find(|e| e.fence_word() == Some(word))
+    }
+
+    /// How a run that keeps this promise must end, for the expectations that
+    /// are run (`None` for those that are only compiled).
+    pub fn required_end(self) -> Option<RequiredEnd> {
+        match self {
+            Expectation::Runs => Some(RequiredEnd::Success),
+            Expectation::Panics => Some(RequiredEnd::Panic),
+            Expectation::Deadlocks => Some(RequiredEnd::WatchdogDeadlock),
+            Expectation::Hangs => Some(RequiredEnd::WatchdogHang),
+            Expectation::CompileFails | Expectation::CompilesOnly => None,
+        }
     }
 }
 
+/// How a block's run must end to keep its fence's promise. The exit statuses
+/// of the watchdog are the support crate's (`awd::watchdog`); this crate
+/// names them without depending on it, and the test harness maps them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequiredEnd {
+    /// Any successful exit.
+    Success,
+    /// Exit status 101, the status of a panic, with "panicked" in the output.
+    Panic,
+    /// `awd::watchdog::DEADLOCK_EXIT_CODE`, with "deadlock" in the output.
+    WatchdogDeadlock,
+    /// `awd::watchdog::HANG_EXIT_CODE`, with "hang" in the output.
+    WatchdogHang,
+}
+
+impl RequiredEnd {
+    /// The word the run's output must contain ("" for a success).
+    pub fn word(self) -> &'static str {
+        match self {
+            RequiredEnd::Success => "",
+            RequiredEnd::Panic => "panicked",
+            RequiredEnd::WatchdogDeadlock => "deadlock",
+            RequiredEnd::WatchdogHang => "hang",
+        }
+    }
+}
+
+/// The fence words that promise an outcome: one per expectation but the
+/// plain `rust` block.
+pub fn outcome_words() -> impl Iterator<Item = &'static str> {
+    Expectation::ALL.into_iter().filter_map(Expectation::fence_word)
+}
+
+/// The fence words that change nothing about the test.
+pub const OTHER_FENCE_WORDS: &[&str] = &["noplayground"];
+
 /// The words a Rust fence may carry after `rust`.
-pub const RUST_FENCE_WORDS: &[&str] = &[
-    "should_panic",
-    "deadlocks",
-    "hangs",
-    "compile_fail",
-    "no_run",
-    "noplayground",
-];
+pub fn rust_fence_words() -> Vec<&'static str> {
+    outcome_words()
+        .chain(OTHER_FENCE_WORDS.iter().copied())
+        .collect()
+}
 
 /// The line the tested copy of a block ends with, naming its expectation; the
 /// harness reads it back to decide what a run must look like.
@@ -127,21 +180,15 @@ impl Fence {
         if !self.is_rust() {
             return None;
         }
+        // The rules allow one outcome word per fence; with several, the first
+        // in `Expectation::ALL` wins.
         let words = self.words();
-        let pick = |w: &str| words.contains(&w);
-        Some(if pick("deadlocks") {
-            Expectation::Deadlocks
-        } else if pick("hangs") {
-            Expectation::Hangs
-        } else if pick("should_panic") {
-            Expectation::Panics
-        } else if pick("compile_fail") {
-            Expectation::CompileFails
-        } else if pick("no_run") {
-            Expectation::CompilesOnly
-        } else {
-            Expectation::Runs
-        })
+        Some(
+            Expectation::ALL
+                .into_iter()
+                .find(|e| e.fence_word().is_some_and(|w| words.contains(&w)))
+                .unwrap_or(Expectation::Runs),
+        )
     }
 }
 
@@ -308,12 +355,10 @@ pub fn skeptic_copy(markdown: &str) -> String {
 /// copy: each template appends the line naming the block's expectation.
 pub fn skeptic_templates() -> String {
     let mut out = String::from("# Templates: each names what the block must do\n\n");
-    for expect in [
-        Expectation::Runs,
-        Expectation::Panics,
-        Expectation::Deadlocks,
-        Expectation::Hangs,
-    ] {
+    let run = Expectation::ALL
+        .into_iter()
+        .filter(|e| e.required_end().is_some());
+    for expect in run {
         out.push_str(&format!(
             "```rust,skt-{name}\n{{}}\n{EXPECT_MARKER}{name}\n```\n\n",
             name = expect.name()
@@ -365,35 +410,27 @@ pub fn check(file: &str, markdown: &str, not_run_lines: &[usize]) -> Vec<RuleErr
                      (use `no_run` inside a listing that says why with `not-run=\"…\"`)"
                         .into(),
                 );
-            } else if !RUST_FENCE_WORDS.contains(word) {
+            } else if !rust_fence_words().contains(word) {
                 error(
                     fence.line,
                     format!(
                         "unknown fence word `{word}` (known: {})",
-                        RUST_FENCE_WORDS.join(", ")
+                        rust_fence_words().join(", ")
                     ),
                 );
             }
         }
         let outcomes = words[1..]
             .iter()
-            .filter(|w| {
-                [
-                    "should_panic",
-                    "deadlocks",
-                    "hangs",
-                    "compile_fail",
-                    "no_run",
-                ]
-                .contains(w)
-            })
+            .filter(|w| Expectation::from_fence_word(w).is_some())
             .count();
         if outcomes > 1 {
             error(
                 fence.line,
-                "a block promises one outcome: use at most one of should_panic, deadlocks, \
-                 hangs, compile_fail, no_run"
-                    .into(),
+                format!(
+                    "a block promises one outcome: use at most one of {}",
+                    outcome_words().collect::<Vec<_>>().join(", ")
+                ),
             );
         }
         if fence.expectation() == Some(Expectation::CompilesOnly)
@@ -545,17 +582,20 @@ untagged
     }
 
     #[test]
-    fn expectations_round_trip_through_their_names() {
+    fn expectations_round_trip_through_their_names_and_fence_words() {
         let _limit = TestLimit::seconds(5);
-        for e in [
-            Expectation::Runs,
-            Expectation::Panics,
-            Expectation::Deadlocks,
-            Expectation::Hangs,
-            Expectation::CompileFails,
-            Expectation::CompilesOnly,
-        ] {
+        for e in Expectation::ALL {
             assert_eq!(Expectation::from_name(e.name()), Some(e));
+            if let Some(word) = e.fence_word() {
+                assert_eq!(Expectation::from_fence_word(word), Some(e));
+                let fence = Fence {
+                    line: 1,
+                    close_line: Some(2),
+                    info: format!("rust,{word},noplayground"),
+                    in_admonish: false,
+                };
+                assert_eq!(fence.expectation(), Some(e));
+            }
         }
     }
 }
