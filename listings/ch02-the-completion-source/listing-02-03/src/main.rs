@@ -69,6 +69,8 @@ async fn main() -> io::Result<()> {
         Ok(()) // dropping the stream closes it
     });
     let readings = serve(&socket).await?;
+    // A blocking join on the runtime's only thread: harmless here, since the
+    // sensor has finished sending and no other task needs this thread.
     sending.join().expect("the sensor thread")?;
     for reading in &readings {
         println!("{reading}");
