@@ -71,7 +71,8 @@ const AT_ONCE: usize = 16;
 /// Starts receives until one is pending. A receive that finishes at once is
 /// handled right here and the loop goes round again; a pending one hands
 /// the rest to its callback, which calls this function again, on the I/O
-/// thread, with a fresh stack. After [`AT_ONCE`] receives that all finished
+/// thread, where the nesting starts again from the thread's dispatch loop
+/// instead of growing. After [`AT_ONCE`] receives that all finished
 /// at once, the rest is posted to the I/O thread's queue, behind the other
 /// sockets' callbacks: a client that keeps its socket full gets its turn,
 /// not the whole thread.
