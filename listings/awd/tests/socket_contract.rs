@@ -6,6 +6,8 @@ use std::net::Shutdown;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
+use awd::bridge::receive_completion;
+use awd::completion_source::Continuations;
 use awd::socket::{loopback_pair, on_io_thread, IoThread, Received, Start};
 use awd::watchdog::TestLimit;
 
@@ -290,8 +292,6 @@ fn a_posted_job_that_panics_stops_the_io_thread_the_same_way() {
 
 #[test]
 fn an_inline_continuation_that_panics_stops_the_io_thread_the_same_way() {
-    use awd::bridge::receive_completion;
-    use awd::completion_source::Continuations;
     let _limit = TestLimit::seconds(10);
     let io = IoThread::start().unwrap();
     let (socket, mut peer) = loopback_pair(&io).unwrap();

@@ -14,13 +14,13 @@ use awd::socket::{self, IoThread, Received, Start};
 
 // ANCHOR: bridge
 /// Receives into `buffer`: at once if the bytes are already there, or when
-/// the runtime's reactor sees them and runs the callback, on the runtime's
-/// own thread.
+/// the runtime's reactor sees them and the socket's driver task runs the
+/// callback, on the runtime's own thread.
 pub async fn receive(socket: &ReactorSocket, buffer: Vec<u8>) -> io::Result<Received> {
     let (source, completion) = completion_source(Continuations::Asynchronous);
     let start = socket.receive(buffer, move |received| {
-        // Inside the reactor's turn: store the result and wake the task,
-        // which this same thread polls next. Nothing else runs here.
+        // In the socket's driver task, woken by the reactor: store the
+        // result and wake the task, which this same thread polls next.
         let _ = source.set_result(received);
     });
     match start {

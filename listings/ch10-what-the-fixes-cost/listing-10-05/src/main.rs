@@ -1,6 +1,7 @@
 //! An exercise's solution: Listing 3-1's consumer on the zero-hop socket.
-//! The inline continuation now runs inside the reactor's turn on the
-//! runtime's only thread, and blocking there stops the reactor itself.
+//! The inline continuation now runs in the socket's driver task on the
+//! runtime's only thread, and blocking there stops that thread, which is
+//! also the thread that runs the reactor.
 
 use std::io::{self, Write};
 use std::thread;
@@ -28,11 +29,12 @@ fn receive_completion(socket: &ReactorSocket, length: usize) -> Completion<Recei
 
 // ANCHOR: consumer
 /// Listing 3-1's consumer: the header's inline continuation waits for the
-/// body. Here it runs on the runtime's thread, inside the reactor's turn.
+/// body. Here it runs on the runtime's only thread, in the socket's driver
+/// task.
 fn receive_reading(socket: ReactorSocket, done: oneshot::Sender<io::Result<Reading>>) {
     receive_completion(&socket, HEADER_LEN).on_completed(move |header| {
         let body = receive_completion(&socket, READING_LEN);
-        let this_thread = WaitsFor::Thread(waits::thread_name()); // the reactor's thread
+        let this_thread = WaitsFor::Thread(waits::thread_name()); // the runtime's only thread
         let body = waits::blocking("`Completion::wait`", this_thread, || body.wait());
         let reading = match (header, body) {
             (Ok(_), Ok(body)) => {
@@ -82,7 +84,7 @@ mod tests {
     use awd::watchdog::{watch, TestLimit};
 
     #[test]
-    fn blocking_inside_the_reactor_stops_the_runtime() {
+    fn blocking_in_the_driver_task_stops_the_runtime() {
         let _limit = TestLimit::seconds(10);
         let outcome = watch("server", DEADLOCK_LIMIT, scenario);
         assert!(outcome.is_deadlock(), "{outcome:?}");

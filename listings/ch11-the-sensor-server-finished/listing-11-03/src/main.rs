@@ -1,6 +1,7 @@
 //! The load test: the finished server of Listing 11-2 under a thousand
 //! concurrent sensors on loopback, plus clients that misbehave in every way
-//! the protocol allows. Every frame is accounted for by (sensor, sequence),
+//! the protocol allows, and clients that keep their socket full for the
+//! whole run. Every frame is accounted for by (sensor, sequence),
 //! and the time from sending a frame to the server decoding it is measured on
 //! one clock, since both sides run in this process.
 //!
@@ -12,17 +13,17 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use awd::bridge;
-use awd::frame::{Decoder, FrameError, Reading};
+use awd::frame::{Decoder, FrameError, Reading, FRAME_LEN};
 use awd::socket::{CallbackSocket, IoThread};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
-use tokio::sync::Barrier;
+use tokio::sync::{oneshot, Barrier};
 use tokio::time::{self, MissedTickBehavior};
 
 // The server, exactly as Listing 11-2 has it (a test below compares the two).
@@ -195,6 +196,10 @@ struct Load {
     /// The server's read timeout in this run: short, so that the silent
     /// client is dropped within the run, and still many intervals long.
     read_timeout: Duration,
+    /// Clients that send as fast as the server reads, from before the first
+    /// sensor connects until the last one is done: as many as the server has
+    /// workers, enough to hold them all if a connection never yielded.
+    flooders: usize,
 }
 
 const LOAD: Load = Load {
@@ -202,7 +207,11 @@ const LOAD: Load = Load {
     frames: 100,
     interval: Duration::from_millis(20),
     read_timeout: Duration::from_secs(2),
+    flooders: SERVER_WORKERS,
 };
+
+/// The server runtime's worker threads.
+const SERVER_WORKERS: usize = 2;
 
 /// The whole run must end within this, or the watchdog stops it.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
@@ -436,6 +445,67 @@ async fn misbehave(address: SocketAddr, how: Misbehaviour) -> io::Result<Seen> {
     Ok(Seen { me, closed_after })
 }
 
+// ANCHOR: flooding
+/// What a flooding client did.
+#[derive(Debug)]
+struct Flooded {
+    /// The client's own address, which the server's report names.
+    me: SocketAddr,
+    /// Frames written, every one of them whole.
+    frames: u64,
+    /// How long it kept its socket full.
+    flooding: Duration,
+}
+
+/// A client that keeps its socket full: it writes frames of sensor 0 in
+/// batches of 64 KiB, each as soon as the last one is taken, until `stop` is
+/// set. It says when its first mebibyte is written (the flood is on), then
+/// closes its side and waits for the server to close the other.
+async fn flood(
+    address: SocketAddr,
+    flooding: oneshot::Sender<()>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Flooded> {
+    const BATCH: usize = 64 * 1024 / FRAME_LEN;
+    let mut stream = patiently(TcpStream::connect(address)).await?;
+    stream.set_nodelay(true)?;
+    let me = stream.local_addr()?;
+    let batch: Vec<u8> = (1..=BATCH as u32)
+        .flat_map(|sequence| {
+            Reading {
+                sensor: 0, // no well-behaved sensor has number 0
+                sequence,
+                millidegrees: 0,
+            }
+            .encode()
+        })
+        .collect();
+    let mut flooding = Some(flooding);
+    let mut frames = 0u64;
+    let started = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        patiently(stream.write_all(&batch)).await?;
+        frames += BATCH as u64;
+        if frames * FRAME_LEN as u64 >= 1 << 20 {
+            if let Some(flooding) = flooding.take() {
+                let _ = flooding.send(());
+            }
+        }
+    }
+    let flooding = started.elapsed();
+    patiently(stream.shutdown()).await?;
+    let mut byte = [0u8; 1];
+    match patiently(stream.read(&mut byte)).await? {
+        0 => Ok(Flooded {
+            me,
+            frames,
+            flooding,
+        }),
+        _ => Err(io::Error::other("the server sent bytes; it never should")),
+    }
+}
+// ANCHOR_END: flooding
+
 /// What the server must report for each misbehaving client.
 fn as_expected(how: Misbehaviour, end: &End, read_timeout: Duration) -> bool {
     match (how, &end.how) {
@@ -471,6 +541,7 @@ struct Report {
     latencies: Vec<Duration>,
     wall: Duration,
     misbehaving: Vec<(Misbehaviour, io::Result<Seen>)>,
+    flooders: Vec<io::Result<Flooded>>,
     ends: HashMap<SocketAddr, End>,
 }
 
@@ -487,7 +558,20 @@ fn run(load: Load) -> io::Result<Report> {
     let sink: Arc<dyn Sink> = ledger.clone();
     server.spawn(serve(listener, IoThread::start()?, load.read_timeout, sink));
 
-    let (sensors, misbehaving, ends) = clients.block_on(async {
+    let (sensors, misbehaving, flooders, ends) = clients.block_on(async {
+        // The flood starts first, and the sensors only once it is on.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut flooding = Vec::new();
+        let flooders: Vec<_> = (0..load.flooders)
+            .map(|_| {
+                let (on, is_on) = oneshot::channel();
+                flooding.push(is_on);
+                tokio::spawn(flood(address, on, Arc::clone(&stop)))
+            })
+            .collect();
+        for is_on in flooding {
+            let _ = patiently(async { Ok(is_on.await) }).await;
+        }
         let all_connected = Arc::new(Barrier::new(usize::from(load.sensors)));
         let bad: Vec<_> = MISBEHAVIOURS
             .iter()
@@ -507,37 +591,55 @@ fn run(load: Load) -> io::Result<Report> {
         for (how, task) in MISBEHAVIOURS.iter().zip(bad) {
             misbehaving.push((*how, task.await.map_err(io::Error::other).and_then(|r| r)));
         }
+        stop.store(true, Ordering::Relaxed);
+        let mut flooded = Vec::new();
+        for task in flooders {
+            flooded.push(task.await.map_err(io::Error::other).and_then(|r| r));
+        }
         // Every connection's end, as the server reports it.
         let mut ends = HashMap::new();
-        while ends.len() < usize::from(load.sensors) + MISBEHAVIOURS.len() {
+        while ends.len() < usize::from(load.sensors) + MISBEHAVIOURS.len() + load.flooders {
             match time::timeout(CLIENT_PATIENCE, ended.recv()).await {
                 Ok(Some(end)) => ends.insert(end.peer, end),
                 _ => break,
             };
         }
-        (sensors, misbehaving, ends)
+        (sensors, misbehaving, flooded, ends)
     });
     let wall = started.elapsed();
     clients.shutdown_timeout(Duration::from_secs(1));
     server.shutdown_timeout(Duration::from_secs(1));
-    Ok(tally(&ledger, address, sensors, misbehaving, ends, wall))
+    Ok(tally(
+        &ledger,
+        address,
+        sensors,
+        (misbehaving, flooders),
+        ends,
+        wall,
+    ))
 }
 
 /// A multi-threaded runtime of two workers, named after its side.
 fn runtime(name: &str) -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(SERVER_WORKERS)
         .thread_name(name)
         .enable_all()
         .build()
 }
 // ANCHOR_END: run
 
+/// What the misbehaving and the flooding clients saw.
+type OtherClients = (
+    Vec<(Misbehaviour, io::Result<Seen>)>,
+    Vec<io::Result<Flooded>>,
+);
+
 fn tally(
     ledger: &Ledger,
     address: SocketAddr,
     sensors: Vec<(u16, io::Result<()>)>,
-    misbehaving: Vec<(Misbehaviour, io::Result<Seen>)>,
+    (misbehaving, flooders): OtherClients,
     ends: HashMap<SocketAddr, End>,
     wall: Duration,
 ) -> Report {
@@ -581,6 +683,7 @@ fn tally(
         latencies,
         wall,
         misbehaving,
+        flooders,
         ends,
     }
 }
@@ -643,6 +746,22 @@ impl Report {
                 self.peak_open, load.sensors
             ));
         }
+        for flooder in &self.flooders {
+            match flooder {
+                Err(e) => problems.push(format!("a flooding client failed: {e}")),
+                Ok(flooded) => match self.ends.get(&flooded.me) {
+                    Some(End {
+                        readings,
+                        how: Ok(()),
+                        ..
+                    }) if *readings == flooded.frames => {}
+                    end => problems.push(format!(
+                        "a flooding client sent {} frames; the server reported {end:?}",
+                        flooded.frames
+                    )),
+                },
+            }
+        }
         for (how, client) in &self.misbehaving {
             match (client, self.end_of(client)) {
                 (Err(e), _) => problems.push(format!("{how:?}: the client failed: {e}")),
@@ -690,11 +809,13 @@ impl fmt::Display for Report {
         let load = self.load;
         writeln!(
             f,
-            "{} sensors × {} frames, one frame every {} each, and {} misbehaving clients",
+            "{} sensors × {} frames, one frame every {} each, {} misbehaving clients, \
+             and {} clients that keep their socket full",
             load.sensors,
             load.frames,
             show(load.interval),
-            MISBEHAVIOURS.len()
+            MISBEHAVIOURS.len(),
+            load.flooders
         )?;
         writeln!(
             f,
@@ -725,6 +846,30 @@ impl fmt::Display for Report {
             show(self.latencies.last().copied().unwrap_or_default())
         )?;
         writeln!(f, "wall time                     {}", show(self.wall))?;
+        writeln!(f, "flooding clients:")?;
+        for flooder in &self.flooders {
+            match flooder {
+                Ok(flooded) => {
+                    let decoded = match self.ends.get(&flooded.me) {
+                        Some(End {
+                            readings,
+                            how: Ok(()),
+                            ..
+                        }) if *readings == flooded.frames => {
+                            "every frame it sent decoded".to_string()
+                        }
+                        Some(end) => format!("the server reported {:?}", end.how),
+                        None => "never ended by the server".to_string(),
+                    };
+                    writeln!(
+                        f,
+                        "  kept its socket full for {}: {decoded}",
+                        show(flooded.flooding)
+                    )?;
+                }
+                Err(e) => writeln!(f, "  failed: {e}")?,
+            }
+        }
         writeln!(f, "misbehaving clients:")?;
         for (how, client) in &self.misbehaving {
             let name = match how {
@@ -829,7 +974,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let descriptors = 2 * (u64::from(load.sensors) + MISBEHAVIOURS.len() as u64) + 64;
+    let clients = u64::from(load.sensors) + (MISBEHAVIOURS.len() + load.flooders) as u64;
+    let descriptors = 2 * clients + 64;
     if let Err(e) = allow_open_files(descriptors) {
         eprintln!("{e}");
         return ExitCode::FAILURE;
@@ -864,8 +1010,9 @@ mod tests {
     fn a_thousand_sensors_lose_nothing_and_every_misbehaving_client_is_dropped() {
         let _limit = TestLimit::seconds(120);
         const { assert!(LOAD.sensors >= 1_000 && LOAD.frames >= 100) };
-        let descriptors = 2 * (u64::from(LOAD.sensors) + MISBEHAVIOURS.len() as u64) + 64;
-        allow_open_files(descriptors).expect("enough file descriptors");
+        const { assert!(LOAD.flooders >= SERVER_WORKERS) };
+        let clients = u64::from(LOAD.sensors) + (MISBEHAVIOURS.len() + LOAD.flooders) as u64;
+        allow_open_files(2 * clients + 64).expect("enough file descriptors");
         let report = match watch("load test", RUN_LIMIT, || run(LOAD)) {
             Outcome::Completed(report) => report.expect("the load test runs"),
             other => panic!("the load test did not finish: {other:?}"),
