@@ -1,8 +1,9 @@
 //! tokio's own form of blocking the completing thread: a task on the
 //! multi-thread runtime completes what another task awaits, which wakes it on
 //! this worker, then blocks the worker until that task answers. tokio keeps a
-//! task woken on a worker in that worker's LIFO slot, which no other worker
-//! takes, so the idle worker stays idle and the two tasks wait for each other.
+//! task woken on a worker in that worker's LIFO slot, which in tokio 1.54.1
+//! no other worker takes (Chapter 7 says which versions differ), so the idle
+//! worker stays idle and the two tasks wait for each other.
 //!
 //! `-- --block-in-place`, `-- --spawn-blocking` and `-- --await` wait for the
 //! answer in the three ways that let the woken task run.
