@@ -40,24 +40,6 @@ fn write_if_changed(path: &Path, contents: &str) {
     }
 }
 
-fn output_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() && path.file_name().is_some_and(|n| n != "target") {
-            output_files(&path, found);
-        } else if path.file_name().is_some_and(|n| {
-            let n = n.to_string_lossy();
-            n.starts_with("output") && n.ends_with(".txt")
-        }) {
-            found.push(path);
-        }
-    }
-}
-
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
@@ -101,10 +83,9 @@ fn main() {
     let routed = generated.replace("skeptic::rt::run_test(", "crate::harness::run_snippet(");
     write_if_changed(&out.join("snippet-tests.rs"), &routed);
 
-    let mut outputs = Vec::new();
-    output_files(&root.join("listings"), &mut outputs);
     let mut tests = String::new();
-    for path in outputs {
+    for relative in book_tools::repo::stored_outputs(&root) {
+        let path = root.join(&relative);
         let relative = path.strip_prefix(&root).expect("under the root");
         let crate_dir = relative.parent().expect("in a crate");
         let chapter = crate_dir

@@ -7,18 +7,18 @@
 //! (without `--into-book`, it draws them into `target/figures/`).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use awd::watchdog::TestLimit;
 use book_tools::timeline;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> PathBuf {
+    book_tools::repo::root()
 }
 
 fn figures() -> Vec<String> {
-    timeline::figure_packages(&root().join("src/figures"))
+    book_tools::repo::figures(&root())
 }
 
 #[test]
@@ -30,7 +30,7 @@ fn every_figure_says_what_a_fresh_run_records() {
             .expect("a figure");
         let fresh = timeline::draw_from_a_fresh_run(
             Path::new(env!("CARGO")),
-            root(),
+            &root(),
             &package,
             Duration::from_secs(300),
         )

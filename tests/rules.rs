@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use awd::watchdog::TestLimit;
 use book_tools::{fences, listing};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> PathBuf {
+    book_tools::repo::root()
 }
 
 fn out_dir() -> PathBuf {
@@ -20,16 +20,7 @@ fn out_dir() -> PathBuf {
 
 /// The chapter files SUMMARY.md links (draft chapters have no file).
 fn chapters() -> Vec<String> {
-    let summary = fs::read_to_string(root().join("src/SUMMARY.md")).expect("src/SUMMARY.md");
-    summary
-        .lines()
-        .filter_map(|l| {
-            let start = l.find("](")? + 2;
-            let end = l[start..].find(')')? + start;
-            let target = &l[start..end];
-            (!target.is_empty()).then(|| target.to_string())
-        })
-        .collect()
+    book_tools::repo::chapters(&root())
 }
 
 fn files_under(dir: &Path, extension: &str, found: &mut Vec<PathBuf>) {
@@ -94,7 +85,7 @@ fn captions_and_fences_follow_the_rules() {
     for chapter in chapters() {
         let text = fs::read_to_string(root().join("src").join(&chapter)).expect("a chapter");
         let file = Path::new(&chapter).file_name().unwrap().to_string_lossy();
-        for e in listing::check(&text, &file, root()) {
+        for e in listing::check(&text, &file, &root()) {
             errors.push(format!("src/{chapter}: {e}"));
         }
         let not_run = listing::not_run_lines(&text);
@@ -168,38 +159,13 @@ fn every_listing_crate_is_shown_and_every_output_is_shown() {
         book.push_str(&fs::read_to_string(root().join("src").join(&chapter)).expect("a chapter"));
     }
     let mut missing = Vec::new();
-    for chapter_dir in fs::read_dir(root().join("listings"))
-        .expect("listings/")
-        .flatten()
-    {
-        if !chapter_dir.file_name().to_string_lossy().starts_with("ch") {
-            continue;
+    for listing in book_tools::repo::listing_crates(&root()) {
+        if !book.contains(&format!("file=\"{}/", listing.dir)) {
+            missing.push(format!("{} is not shown by any <Listing>", listing.dir));
         }
-        for crate_dir in fs::read_dir(chapter_dir.path())
-            .expect("a chapter folder")
-            .flatten()
-        {
-            let relative = crate_dir
-                .path()
-                .strip_prefix(root())
-                .expect("under the root")
-                .to_string_lossy()
-                .into_owned();
-            if !book.contains(&format!("file=\"{relative}/")) {
-                missing.push(format!("{relative} is not shown by any <Listing>"));
-            }
-            for output in fs::read_dir(crate_dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = output.file_name().to_string_lossy().into_owned();
-                if name.starts_with("output")
-                    && name.ends_with(".txt")
-                    && !book.contains(&format!("{relative}/{name}"))
-                {
-                    missing.push(format!("{relative}/{name} is checked but never shown"));
-                }
+        for output in listing.outputs(&root()) {
+            if !book.contains(&output) {
+                missing.push(format!("{output} is checked but never shown"));
             }
         }
     }
@@ -337,4 +303,16 @@ fn every_fence_word_has_its_marker_in_the_theme_and_its_line_in_the_readme() {
             "theme/listings.css styles `{word}`, which is no fence word"
         );
     }
+}
+
+#[test]
+fn every_listing_writes_the_workspaces_dependency_versions() {
+    let _limit = TestLimit::seconds(5);
+    let differ = book_tools::versions::check(&root()).expect("the root manifest");
+    assert!(
+        differ.is_empty(),
+        "these manifests disagree with [workspace.dependencies] in Cargo.toml; run \
+         `cargo run -p book-tools --bin book -- versions --write`:\n{}",
+        differ.join("\n")
+    );
 }

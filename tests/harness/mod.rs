@@ -12,10 +12,11 @@
 
 #![allow(dead_code)] // each test target uses one half
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use book_tools::process::run_bounded_merged;
 
 use book_tools::fences::{Expectation, RequiredEnd, EXPECT_MARKER};
 
@@ -97,33 +98,15 @@ fn __book_supervise(
     status: i32,
     word: &str,
 ) -> ::std::process::ExitCode {
-    use ::std::io::{Read, Write};
+    use ::std::io::Write;
     let exe = ::std::env::current_exe().expect("the block's own path");
-    let (mut output, writer) = ::std::io::pipe().expect("a pipe");
-    let mut child = {
-        let mut command = ::std::process::Command::new(exe);
-        command.env("BOOK_SNIPPET_CHILD", "1");
-        command.stdout(writer.try_clone().expect("a pipe")).stderr(writer);
-        command.spawn().expect("the block starts")
+    let mut command = ::std::process::Command::new(exe);
+    command.env("BOOK_SNIPPET_CHILD", "1");
+    let limit_time = ::std::time::Duration::from_secs(limit);
+    let (ended, text) = match ::book_tools::process::run_bounded_merged(&mut command, limit_time) {
+        Ok((ended, text)) => (Some(ended), text),
+        Err(_) => (None, String::new()),
     };
-    let reader = ::std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = output.read_to_end(&mut text);
-        text
-    });
-    let deadline = ::std::time::Instant::now() + ::std::time::Duration::from_secs(limit);
-    let ended = loop {
-        if let Some(ended) = child.try_wait().expect("waiting for the block") {
-            break Some(ended);
-        }
-        if ::std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        ::std::thread::sleep(::std::time::Duration::from_millis(5));
-    };
-    let text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
     print!("{text}");
     let _ = ::std::io::stdout().flush();
     let verdict = match ended {
@@ -170,24 +153,8 @@ pub fn run_snippet(root: &str, out: &str, target: &str, text: &str) {
     }
 }
 
-fn book_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Waits for `child` at most `limit`; kills it when the limit passes.
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn book_root() -> PathBuf {
+    book_tools::repo::root()
 }
 
 /// Where cargo puts this workspace's binaries: beside the test's own `deps/`.
@@ -205,29 +172,14 @@ fn binary_dir() -> std::path::PathBuf {
 fn built_once() {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let (mut reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(env!("CARGO"))
+        let mut build = Command::new(env!("CARGO"));
+        build
             .current_dir(book_root())
-            .args(["build", "--quiet", "--workspace", "--bins"])
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone().map_err(|e| e.to_string())?)
-            .stderr(writer)
-            .spawn()
-            .map_err(|e| format!("cargo build cannot start: {e}"))?;
-        let collector = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = reader.read_to_string(&mut text);
-            text
-        });
-        let status = wait_bounded(&mut child, OUTPUT_LIMIT);
-        let text = collector.join().unwrap_or_default();
-        match status {
-            Some(status) if status.success() && !text.contains("warning") => Ok(()),
-            Some(status) => Err(format!(
+            .args(["build", "--quiet", "--workspace", "--bins"]);
+        match run_bounded_merged(&mut build, OUTPUT_LIMIT)? {
+            (status, text) if status.success() && !text.contains("warning") => Ok(()),
+            (status, text) => Err(format!(
                 "`cargo build --workspace --bins` ({status}):\n{text}"
-            )),
-            None => Err(format!(
-                "`cargo build` still running after {OUTPUT_LIMIT:?}"
             )),
         }
     });
@@ -249,7 +201,6 @@ pub fn check_output(relative: &str) {
     let (Some("cargo"), Some(subcommand)) = (words.next(), words.next()) else {
         panic!("{relative}: the command must start with `cargo`");
     };
-    let (mut reader, writer) = std::io::pipe().expect("a pipe");
     let mut command = match (subcommand, words.next(), words.next()) {
         // `cargo run -p X -- args`: the binary cargo would run, built once
         // for all outputs (running cargo fifty times costs more than the
@@ -271,29 +222,9 @@ pub fn check_output(relative: &str) {
             command
         }
     };
-    let mut child = command
-        .current_dir(book_root())
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone().expect("a pipe"))
-        .stderr(writer)
-        .spawn()
-        .unwrap_or_else(|e| panic!("`{}` cannot start: {e}", stored.command));
-    // The command holds the pipe's writing end: drop it, or the collector
-    // below never sees the end of the output.
-    drop(command);
-    let collector = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = reader.read_to_end(&mut text);
-        text
-    });
-    let status = wait_bounded(&mut child, OUTPUT_LIMIT);
-    let fresh = String::from_utf8_lossy(&collector.join().unwrap_or_default()).into_owned();
-    let Some(status) = status else {
-        panic!(
-            "`{}` was still running after {OUTPUT_LIMIT:?}: stopped. Output so far:\n{fresh}",
-            stored.command
-        );
-    };
+    command.current_dir(book_root());
+    let (status, fresh) = run_bounded_merged(&mut command, OUTPUT_LIMIT)
+        .unwrap_or_else(|why| panic!("`{}`: {why}", stored.command));
     if let Some(line) = fresh.lines().find(|l| l.starts_with("warning: ")) {
         panic!(
             "`{}` printed a compiler warning, which would end up in the book: {line}",

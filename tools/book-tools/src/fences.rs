@@ -126,7 +126,9 @@ impl RequiredEnd {
 /// The fence words that promise an outcome: one per expectation but the
 /// plain `rust` block.
 pub fn outcome_words() -> impl Iterator<Item = &'static str> {
-    Expectation::ALL.into_iter().filter_map(Expectation::fence_word)
+    Expectation::ALL
+        .into_iter()
+        .filter_map(Expectation::fence_word)
 }
 
 /// The fence words that change nothing about the test.

@@ -5,10 +5,15 @@
 //! honest: [`fences`] knows every code block and what its fence promises,
 //! [`listing`] turns `<Listing>` tags into captions and checks them against the
 //! repository, [`output`] compares a listing's stored output with a fresh run,
-//! and [`timeline`] draws Part II's thread timelines from recorded runs.
+//! [`timeline`] draws Part II's thread timelines from recorded runs,
+//! [`repo`] is the one map of the repository every tool reads, and
+//! [`process`] the one way they run a program, bounded in time.
 
 pub mod fences;
 pub mod links;
 pub mod listing;
 pub mod output;
+pub mod process;
+pub mod repo;
 pub mod timeline;
+pub mod versions;

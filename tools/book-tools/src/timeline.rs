@@ -316,22 +316,6 @@ pub fn figures_dir(root: &std::path::Path, into_book: bool) -> std::path::PathBu
     }
 }
 
-/// The listings that have a figure in `dir` (`src/figures/<package>.svg`),
-/// sorted.
-pub fn figure_packages(dir: &std::path::Path) -> Vec<String> {
-    let mut packages: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".svg").map(str::to_string)
-        })
-        .collect();
-    packages.sort();
-    packages
-}
-
 /// "Listing 3-1" for the package `listing-03-01`.
 pub fn listing_name(package: &str) -> String {
     let numbers: Vec<String> = package
@@ -352,39 +336,14 @@ pub fn draw_from_a_fresh_run(
     package: &str,
     limit: std::time::Duration,
 ) -> Result<String, String> {
-    use std::io::Read;
     let recorded =
         std::env::temp_dir().join(format!("awd-timeline-{package}-{}.tsv", std::process::id()));
-    let mut child = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    command
         .current_dir(root)
         .args(["run", "--quiet", "-p", package])
-        .env("AWD_TIMELINE", &recorded)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {package}: {e}"))?;
-    let mut stderr = child.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{package} was still running after {limit:?}"));
-            }
-        }
-    }
-    let stderr = reader.join().unwrap_or_default();
+        .env("AWD_TIMELINE", &recorded);
+    let stderr = crate::process::run_bounded(&mut command, limit)?.stderr;
     let tsv = std::fs::read_to_string(&recorded)
         .map_err(|e| format!("{package} recorded no timeline ({e}); its output:\n{stderr}"))?;
     let _ = std::fs::remove_file(&recorded);

@@ -1,38 +1,206 @@
-//! `cargo chapter N` (an alias in `.cargo/config.toml`): runs every test of one
-//! chapter, which are the chapter's prose snippets (skeptic), its checked
-//! outputs, and the tests of its listing crates.
+//! `book`: the repository's tasks, in one documented command, in the manner of
+//! an `xtask`. `cargo chapter N` and `cargo loom` are aliases for two of them
+//! (`.cargo/config.toml`); the others run as
+//! `cargo run -p book-tools --bin book -- <task>`. `book help` lists them and
+//! `book <task> --help` explains one.
+//!
+//! Every task finds the repository through `book_tools::repo`, and every
+//! program it starts that could hang runs through
+//! `book_tools::process::run_bounded`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [command, chapter] if command == "chapter" => match chapter.parse::<u32>() {
-            Ok(n) => test_chapter(n),
-            Err(_) => usage(),
-        },
-        [command, dir] if command == "check-links" => check_links(Path::new(dir)),
-        [command] if command == "loom" => loom(),
-        [command, packages @ ..] if command == "figures" => figures(packages),
-        _ => usage(),
+use book_tools::{process, repo};
+
+/// The tasks.
+#[derive(Debug, PartialEq, Eq)]
+enum Task {
+    /// Runs every test of chapter N: its prose blocks and checked outputs
+    /// (the harness's tests named `chNN_…`) and its listing crates' tests.
+    Chapter(u32),
+    /// Runs the loom model checks (`--cfg loom`, in `target/loom`): the
+    /// support crate's completion source, Listing 10-2's lock-free one, and
+    /// the bugs `mutants.json` plants in copies of Listing 10-2, each of which
+    /// loom must catch with the report the file names.
+    Loom,
+    /// Checks every internal link and `#anchor` of the built book in DIR.
+    CheckLinks(PathBuf),
+    /// Draws the thread timelines of the listings named (or of every listing
+    /// with a figure) from fresh runs, into `target/figures/`; with
+    /// `--into-book`, into the book's own `src/figures/`.
+    Figures {
+        into_book: bool,
+        packages: Vec<String>,
+    },
+    /// Checks that every listing writes the workspace's versions of tokio,
+    /// futures and loom; with `--write`, rewrites the listings to agree.
+    Versions { write: bool },
+    /// Lists the tasks.
+    Help,
+    /// Explains one task (`book <task> --help`).
+    HelpOn(String),
+}
+
+/// One line per task, for `book help`, and the details for `--help`.
+const TASKS: &[(&str, &str, &str)] = &[
+    (
+        "chapter",
+        "chapter <N>            every test of chapter N (alias: cargo chapter N)",
+        "Runs chapter N's prose blocks and checked outputs (the harness's tests named \
+         chNN_…) and the tests of its listing crates (listings/chNN-*/*).",
+    ),
+    (
+        "loom",
+        "loom                   the loom model checks (alias: cargo loom)",
+        "Builds with RUSTFLAGS=\"--cfg loom\" in target/loom (the first run builds for \
+         about a minute) and runs the support crate's loom models, Listing 10-2's, and \
+         each bug listings/ch10-…/listing-10-02/mutants.json plants in a copy of \
+         Listing 10-2: loom must report each with the words the file gives.",
+    ),
+    (
+        "check-links",
+        "check-links <book/>    every internal link and #anchor of the built book",
+        "Reads every HTML page under the directory mdbook build wrote (book/) and checks \
+         that every internal link leads to a page and every #anchor to an id on it.",
+    ),
+    (
+        "figures",
+        "figures [--into-book] [listing-NN-MM…]  thread timelines from fresh runs",
+        "Runs each listing with AWD_TIMELINE set and draws its thread timeline. By \
+         default the figures go to target/figures/ and nothing tracked changes; \
+         --into-book redraws the book's own src/figures/ (a maintainer's step, after a \
+         listing's story changed). With no listing named, every listing that has a \
+         figure in src/figures/ is drawn.",
+    ),
+    (
+        "versions",
+        "versions [--write]     listings' tokio, futures and loom = the workspace's",
+        "Compares the version of tokio, futures and loom in every listing's Cargo.toml \
+         (and the support crate's) with [workspace.dependencies] in the root Cargo.toml. \
+         --write rewrites the listings to agree: bumping tokio is changing the root's \
+         line and running `book versions --write` (MAINTAINING.md).",
+    ),
+];
+
+fn parse(args: &[String]) -> Result<Task, String> {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let [name, rest @ ..] = words.as_slice() {
+        if rest.contains(&"--help") || rest.contains(&"-h") {
+            let details = TASKS
+                .iter()
+                .find(|(task, _, _)| task == name)
+                .ok_or_else(|| format!("no task `{name}`"))?;
+            return Ok(Task::HelpOn(format!("book {}\n\n{}", details.1, details.2)));
+        }
+    }
+    match words.as_slice() {
+        ["chapter", n] => n
+            .parse()
+            .map(Task::Chapter)
+            .map_err(|_| format!("`{n}` is not a chapter number")),
+        ["loom"] => Ok(Task::Loom),
+        ["check-links", dir] => Ok(Task::CheckLinks(PathBuf::from(dir))),
+        ["figures", rest @ ..] => Ok(Task::Figures {
+            into_book: rest.contains(&"--into-book"),
+            packages: rest
+                .iter()
+                .filter(|p| **p != "--into-book")
+                .map(|p| p.to_string())
+                .collect(),
+        }),
+        ["versions"] => Ok(Task::Versions { write: false }),
+        ["versions", "--write"] => Ok(Task::Versions { write: true }),
+        [] | ["help"] | ["--help"] | ["-h"] => Ok(Task::Help),
+        _ => Err(format!("unknown task or arguments: {}", words.join(" "))),
     }
 }
 
-fn usage() -> ExitCode {
-    eprintln!("usage: cargo chapter <N>          runs every test of chapter N");
-    eprintln!("       cargo loom                 runs the loom model checks (--cfg loom)");
-    eprintln!("       book check-links <book/>   checks the built book's internal links");
-    eprintln!("       book figures [listing-NN-MM…] draws thread timelines in target/figures/");
-    eprintln!("       book figures --into-book   redraws the book's own, in src/figures/");
-    ExitCode::from(2)
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = repo::root();
+    match parse(&args) {
+        Ok(Task::Chapter(n)) => test_chapter(&root, n),
+        Ok(Task::Loom) => loom(&root),
+        Ok(Task::CheckLinks(dir)) => check_links(&dir),
+        Ok(Task::Figures {
+            into_book,
+            packages,
+        }) => figures(&root, into_book, packages),
+        Ok(Task::Versions { write }) => versions(&root, write),
+        Ok(Task::Help) => {
+            println!("usage: book <task> [arguments]   (book <task> --help explains one)\n");
+            for (_, line, _) in TASKS {
+                println!("  book {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Task::HelpOn(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}\n(book help lists the tasks)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Runs cargo with `args` in the repository, its output going to the
+/// terminal; true when it succeeded. (Test runs bound themselves: every test
+/// starts with a time limit.)
+fn run_cargo(root: &Path, args: &[String]) -> bool {
+    eprintln!("$ cargo {}", args.join(" "));
+    cargo()
+        .current_dir(root)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn test_chapter(root: &Path, n: u32) -> ExitCode {
+    let prefix = format!("ch{n:02}");
+    let mut ok = run_cargo(
+        root,
+        &[
+            "test",
+            "-p",
+            "await-without-deadlock",
+            "--test",
+            "snippets",
+            "--test",
+            "outputs",
+            "--",
+            &format!("{prefix}_"),
+        ]
+        .map(String::from),
+    );
+    let listings: Vec<String> = repo::listing_crates(root)
+        .into_iter()
+        .filter(|listing| listing.chapter == n)
+        .flat_map(|listing| ["-p".to_string(), listing.package])
+        .collect();
+    if !listings.is_empty() {
+        let mut args = vec!["test".to_string()];
+        args.extend(listings);
+        ok &= run_cargo(root, &args);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// The loom checks build everything with `--cfg loom`, in a target directory of
 /// their own so the ordinary build stays cached: the support crate's completion
-/// source, then Listing 10-2's lock-free one.
-fn loom() -> ExitCode {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+/// source, then Listing 10-2's lock-free one, then the planted bugs.
+fn loom(root: &Path) -> ExitCode {
     let support = ["-p", "awd", "--test", "loom_completion_source"];
     let lock_free = ["-p", "listing-10-02", "--bin", "listing-10-02"];
     for selection in [&support[..], &lock_free[..]] {
@@ -40,8 +208,8 @@ fn loom() -> ExitCode {
         args.extend_from_slice(selection);
         args.extend_from_slice(&["--", "--nocapture", "--test-threads=1"]);
         eprintln!("$ RUSTFLAGS=\"--cfg loom\" cargo {}", args.join(" "));
-        let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
+        let ok = cargo()
+            .current_dir(root)
             .env("RUSTFLAGS", "--cfg loom")
             .args(&args)
             .status()
@@ -50,8 +218,16 @@ fn loom() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    for mutant in LOCK_FREE_MUTANTS {
-        if let Err(why) = mutant.is_caught(&root) {
+    let listing = root.join(MUTATED_LISTING);
+    let mutants = match Mutant::all(&listing) {
+        Ok(mutants) => mutants,
+        Err(why) => {
+            eprintln!("{why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for mutant in mutants {
+        if let Err(why) = mutant.is_caught(root, &listing) {
             eprintln!("mutant `{}`: {why}", mutant.name);
             return ExitCode::FAILURE;
         }
@@ -60,92 +236,115 @@ fn loom() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The listing whose `mutants.json` plants bugs for `cargo loom`.
+const MUTATED_LISTING: &str = "listings/ch10-what-the-fixes-cost/listing-10-02";
+
 /// A one-line bug planted in a copy of Listing 10-2, and what loom must say
-/// about it: chapter 10 claims each, so `cargo loom` checks each.
+/// about it (read from the listing's `mutants.json`).
 struct Mutant {
-    name: &'static str,
+    name: String,
     /// The copy's package name, its own: copies that shared one would share
     /// one build in `target/loom`, and all but the first would go untested.
-    package: &'static str,
-    original: &'static str,
-    broken: &'static str,
+    package: String,
+    original: String,
+    broken: String,
     /// What loom may report: a failed model must say one of these, so that
     /// a mutant that merely fails to compile is not counted as caught.
-    caught_by: &'static [&'static str],
+    caught_by: Vec<String>,
 }
 
-const LOCK_FREE_MUTANTS: [Mutant; 3] = [
-    Mutant {
-        name: "the completer's AcqRel weakened to Acquire",
-        package: "mutant-weak-completer",
-        original: "let before = shared.state.fetch_or(COMPLETE, AcqRel);",
-        broken: "let before = shared.state.fetch_or(COMPLETE, Acquire);",
-        caught_by: &["Causality violation: Concurrent write accesses"],
-    },
-    Mutant {
-        name: "no second look at COMPLETE after leaving the waker",
-        package: "mutant-no-second-look",
-        original: "state = shared.state.fetch_or(WAKER_SET, AcqRel);\n                if state & COMPLETE == 0 {",
-        broken: "shared.state.fetch_or(WAKER_SET, AcqRel);\n                {",
-        caught_by: &["deadlock; threads = "], // the lost wake-up
-
-    },
-    Mutant {
-        name: "a replaced waker written without clearing WAKER_SET first",
-        package: "mutant-unguarded-waker",
-        original: "state = shared.state.fetch_and(!WAKER_SET, AcqRel);",
-        broken: "state &= !WAKER_SET;",
-        caught_by: &["Causality violation: Concurrent read and write accesses"],
-    },
-];
-
 impl Mutant {
+    fn all(listing: &Path) -> Result<Vec<Mutant>, String> {
+        let path = listing.join("mutants.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let field = |m: &serde_json::Value, key: &str| -> Result<String, String> {
+            m[key]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{}: a mutant without `{key}`", path.display()))
+        };
+        json["mutants"]
+            .as_array()
+            .ok_or_else(|| format!("{}: no `mutants` list", path.display()))?
+            .iter()
+            .map(|m| {
+                Ok(Mutant {
+                    name: field(m, "name")?,
+                    package: field(m, "package")?,
+                    original: field(m, "original")?,
+                    broken: field(m, "broken")?,
+                    caught_by: m["caught_by"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.as_str().map(str::to_string))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
     /// Builds the broken copy as a package of its own under `target/loom`,
-    /// runs its loom models, and checks that they fail with `caught_by`.
-    fn is_caught(&self, root: &Path) -> Result<(), String> {
-        let listing = root.join("listings/ch10-what-the-fixes-cost/listing-10-02");
-        let source = std::fs::read_to_string(listing.join("src/main.rs"))
-            .map_err(|e| format!("cannot read Listing 10-2: {e}"))?;
-        if source.matches(self.original).count() != 1 {
-            return Err("Listing 10-2 no longer has the line this mutant breaks".into());
+    /// from the listing's own manifest, runs its loom models, and checks that
+    /// they fail with `caught_by`.
+    fn is_caught(&self, root: &Path, listing: &Path) -> Result<(), String> {
+        let read = |file: &str| {
+            std::fs::read_to_string(listing.join(file))
+                .map_err(|e| format!("cannot read {file} of Listing 10-2: {e}"))
+        };
+        let source = read("src/main.rs")?;
+        if source.matches(&self.original).count() != 1 {
+            return Err(format!(
+                "Listing 10-2 no longer has the line this mutant breaks; edit \
+                 {MUTATED_LISTING}/mutants.json"
+            ));
         }
-        let dir = root.join("target/loom/mutants").join(self.package);
+        let manifest = read("Cargo.toml")?;
+        let awd = root.join("listings/awd");
+        let manifest = manifest
+            .replacen(
+                "name = \"listing-10-02\"",
+                &format!("name = {:?}", self.package),
+                1,
+            )
+            .replace(
+                "path = \"../../awd\"",
+                &format!("path = {:?}", awd.display().to_string()),
+            )
+            // Only the program: the listing's benchmark is not copied.
+            .split("\n[[bench]]")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+            + "\n[workspace]\n";
+        let dir = root.join("target/loom/mutants").join(&self.package);
         let write = |path: &Path, text: &str| {
             std::fs::create_dir_all(path.parent().unwrap_or(&dir))
                 .and_then(|()| std::fs::write(path, text))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))
         };
-        let awd = root.join("listings/awd");
-        write(
-            &dir.join("Cargo.toml"),
-            &format!(
-                "[package]\nname = {:?}\nversion = \"0.0.0\"\nedition = \"2021\"\n\
-                 publish = false\n\n[dependencies]\nawd = {{ path = {awd:?} }}\n\
-                 tokio = {{ version = \"1.45\", features = [\"full\"] }}\n\n\
-                 [target.'cfg(loom)'.dependencies]\n\
-                 loom = {{ version = \"0.7\", features = [\"futures\"] }}\n\n[workspace]\n",
-                self.package
-            ),
-        )?;
+        write(&dir.join("Cargo.toml"), &manifest)?;
         write(
             &dir.join("src/main.rs"),
-            &source.replace(self.original, self.broken),
+            &source.replace(&self.original, &self.broken),
         )?;
         if let Ok(lock) = std::fs::read_to_string(root.join("Cargo.lock")) {
             write(&dir.join("Cargo.lock"), &lock)?; // the same versions as the book's
         }
-        let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let mut command = cargo();
+        command
             .env("RUSTFLAGS", "--cfg loom")
-            .args(["test", "--release", "--target-dir"])
+            .args(["test", "--release", "--bin", &self.package, "--target-dir"])
             .arg(root.join("target/loom"))
             .arg("--manifest-path")
             .arg(dir.join("Cargo.toml"))
-            .args(["--", "--test-threads=1"])
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        let said =
-            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
-        if output.status.success() {
+            .args(["--", "--test-threads=1"]);
+        let done = process::run_bounded(&mut command, Duration::from_secs(900))?;
+        let said = done.stdout + &done.stderr;
+        if done.status.success() {
             Err("its loom models passed: the bug went unnoticed".into())
         } else if !self.caught_by.iter().any(|report| said.contains(report)) {
             Err(format!(
@@ -155,67 +354,6 @@ impl Mutant {
         } else {
             Ok(())
         }
-    }
-}
-
-fn cargo(args: &[String]) -> bool {
-    eprintln!("$ cargo {}", args.join(" "));
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn test_chapter(n: u32) -> ExitCode {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let prefix = format!("ch{n:02}");
-    let listing_dirs: Vec<String> = std::fs::read_dir(root.join("listings"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{prefix}-"))
-        })
-        .flat_map(|chapter| {
-            std::fs::read_dir(chapter.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|e| e.path().join("Cargo.toml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let mut ok = true;
-    // The chapter's prose snippets and checked outputs: tests named after the
-    // chapter file, `chNN_…`.
-    let harness: Vec<String> = [
-        "test",
-        "-p",
-        "await-without-deadlock",
-        "--test",
-        "snippets",
-        "--test",
-        "outputs",
-        "--",
-        &format!("{prefix}_"),
-    ]
-    .map(String::from)
-    .to_vec();
-    ok &= cargo(&harness);
-    if !listing_dirs.is_empty() {
-        let mut listings = vec!["test".to_string()];
-        for name in &listing_dirs {
-            listings.push("-p".into());
-            listings.push(name.clone());
-        }
-        ok &= cargo(&listings);
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 
@@ -242,43 +380,35 @@ fn check_links(dir: &Path) -> ExitCode {
     }
 }
 
-/// Redraws `src/figures/<package>.svg` from a fresh run of each listing
-/// named, or of every listing that already has a figure.
-fn figures(packages: &[String]) -> ExitCode {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let into_book = packages.iter().any(|p| p == "--into-book");
-    let dir = book_tools::timeline::figures_dir(&root, into_book);
-    let mut packages: Vec<String> = packages
-        .iter()
-        .filter(|p| *p != "--into-book")
-        .cloned()
-        .collect();
+/// Draws the thread timelines of `packages` (or of every listing with a
+/// figure) from fresh runs, into `target/figures/` or, with `into_book`, into
+/// `src/figures/`.
+fn figures(root: &Path, into_book: bool, mut packages: Vec<String>) -> ExitCode {
+    let dir = book_tools::timeline::figures_dir(root, into_book);
     if packages.is_empty() {
-        packages = book_tools::timeline::figure_packages(&root.join("src/figures"));
+        packages = repo::figures(root);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut ok = true;
     for package in &packages {
-        match book_tools::timeline::draw_from_a_fresh_run(
+        let drawn = book_tools::timeline::draw_from_a_fresh_run(
             Path::new(&cargo),
-            &root,
+            root,
             package,
-            std::time::Duration::from_secs(300),
-        ) {
-            Ok(svg) => {
-                let path = dir.join(format!("{package}.svg"));
-                let _ = std::fs::create_dir_all(&dir);
-                match std::fs::write(&path, svg) {
-                    Ok(()) => eprintln!(
-                        "drew {}",
-                        path.strip_prefix(&root).unwrap_or(&path).display()
-                    ),
-                    Err(e) => {
-                        eprintln!("cannot write {}: {e}", path.display());
-                        ok = false;
-                    }
-                }
-            }
+            Duration::from_secs(300),
+        )
+        .and_then(|svg| {
+            let path = dir.join(format!("{package}.svg"));
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, svg))
+                .map(|()| path.clone())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        });
+        match drawn {
+            Ok(path) => eprintln!(
+                "drew {}",
+                path.strip_prefix(root).unwrap_or(&path).display()
+            ),
             Err(why) => {
                 eprintln!("{why}");
                 ok = false;
@@ -289,5 +419,71 @@ fn figures(packages: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn versions(root: &Path, write: bool) -> ExitCode {
+    let result = if write {
+        book_tools::versions::write(root).map(|changed| {
+            for manifest in &changed {
+                eprintln!("rewrote {manifest}");
+            }
+            Vec::new()
+        })
+    } else {
+        book_tools::versions::check(root)
+    };
+    match result {
+        Ok(differ) if differ.is_empty() => {
+            eprintln!("every listing writes the workspace's tokio, futures and loom versions");
+            ExitCode::SUCCESS
+        }
+        Ok(differ) => {
+            for line in differ {
+                eprintln!("{line}");
+            }
+            eprintln!("run `cargo run -p book-tools --bin book -- versions --write`");
+            ExitCode::FAILURE
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awd::watchdog::TestLimit;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn every_task_parses_and_has_help() {
+        let _limit = TestLimit::seconds(5);
+        assert_eq!(parse(&args(&["chapter", "3"])), Ok(Task::Chapter(3)));
+        assert_eq!(parse(&args(&["loom"])), Ok(Task::Loom));
+        assert_eq!(
+            parse(&args(&["figures", "--into-book", "listing-04-01"])),
+            Ok(Task::Figures {
+                into_book: true,
+                packages: args(&["listing-04-01"])
+            })
+        );
+        assert_eq!(
+            parse(&args(&["versions", "--write"])),
+            Ok(Task::Versions { write: true })
+        );
+        assert_eq!(parse(&args(&[])), Ok(Task::Help));
+        assert!(parse(&args(&["chapter", "x"])).is_err());
+        for (task, _, details) in TASKS {
+            let Ok(Task::HelpOn(help)) = parse(&args(&[task, "--help"])) else {
+                panic!("{task} --help");
+            };
+            assert!(help.contains(details), "{task}: {help}");
+        }
     }
 }
