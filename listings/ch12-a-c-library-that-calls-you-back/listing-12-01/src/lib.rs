@@ -181,6 +181,21 @@ mod tests {
     }
 
     #[test]
+    fn the_event_thread_carries_the_name_sensorlib_gave_it() {
+        let _limit = TestLimit::seconds(20);
+        let (device, _server, _sensor) = device();
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect();
+        // SAFETY: the device was opened above and is closed once.
+        unsafe { sensor_close(device) };
+        assert!(names.iter().any(|n| n == "sensorlib-event"), "{names:?}");
+    }
+
+    #[test]
     fn an_out_transfer_writes_the_whole_buffer() {
         let _limit = TestLimit::seconds(20);
         let (device, _server, mut sensor) = device();
