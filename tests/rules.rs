@@ -316,3 +316,78 @@ fn every_listing_writes_the_workspaces_dependency_versions() {
         differ.join("\n")
     );
 }
+
+/// The code of a Rust region, for comparing copies: comments, blank lines
+/// and indentation dropped, a function's visibility and name forgotten (a
+/// copy may be private, or named for the listing it sits in).
+fn code_of(region: &str) -> Vec<String> {
+    region
+        .lines()
+        .map(|line| match line.find("//") {
+            Some(at) => &line[..at],
+            None => line,
+        })
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let line = line.strip_prefix("pub ").unwrap_or(line);
+            match (line.find("fn "), line.find('(')) {
+                (Some(at), Some(open)) if at < open => {
+                    format!("{}fn _{}", &line[..at], &line[open..])
+                }
+                _ => line.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The lines of `file` (from the root) between `// ANCHOR: name` and
+/// `// ANCHOR_END: name`.
+fn anchored(file: &str, name: &str) -> Option<String> {
+    let text = fs::read_to_string(root().join(file)).ok()?;
+    let start = text.find(&format!("// ANCHOR: {name}\n"))?;
+    let body = &text[start..];
+    let body = &body[body.find('\n')? + 1..];
+    let end = body.find(&format!("// ANCHOR_END: {name}"))?;
+    Some(body[..end].to_string())
+}
+
+#[test]
+fn every_copy_of_shown_code_is_the_code_shown() {
+    let _limit = TestLimit::seconds(10);
+    // A region that starts `// COPY OF: <file>:<anchor>` and ends
+    // `// COPY END` repeats the anchored code of a listing the book shows
+    // (the support crate ships Listing 2-3's bridge, for one).
+    let mut sources = Vec::new();
+    files_under(&root().join("listings"), "rs", &mut sources);
+    let mut found = 0;
+    let mut differ = Vec::new();
+    for path in sources {
+        let text = fs::read_to_string(&path).expect("a source file");
+        for (at, _) in text.match_indices("// COPY OF: ") {
+            found += 1;
+            let line_end = text[at..].find('\n').map_or(text.len(), |n| at + n);
+            let reference = text[at + "// COPY OF: ".len()..line_end].trim();
+            let (file, anchor) = reference.rsplit_once(':').expect("<file>:<anchor>");
+            let rest = &text[line_end..];
+            let end = rest
+                .find("// COPY END")
+                .unwrap_or_else(|| panic!("{}: a COPY OF with no COPY END", path.display()));
+            let shown = anchored(file, anchor)
+                .unwrap_or_else(|| panic!("{}: no anchor `{anchor}` in {file}", path.display()));
+            if code_of(&rest[..end]) != code_of(&shown) {
+                differ.push(format!(
+                    "{} no longer repeats {file}:{anchor}\n  copy:  {:?}\n  shown: {:?}",
+                    path.display(),
+                    code_of(&rest[..end]),
+                    code_of(&shown)
+                ));
+            }
+        }
+    }
+    assert!(
+        found >= 2,
+        "the copies this test holds have lost their markers"
+    );
+    assert!(differ.is_empty(), "\n{}", differ.join("\n"));
+}

@@ -22,8 +22,13 @@ pub async fn receive(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result<Rec
         let _ = source.set_result(received);
     });
     match start {
-        // Finished while starting: no callback will come, so nothing to await.
-        Start::Ready(received) => Ok(received),
+        // Finished while starting: no callback will come, so nothing to
+        // await. Spend a unit of tokio's budget anyway, as an await would:
+        // a loop of receives that are always ready then still yields.
+        Start::Ready(received) => {
+            tokio::task::coop::consume_budget().await;
+            Ok(received)
+        }
         Start::Pending => completion.await.map_err(|abandoned| {
             // The socket broke its contract and dropped the callback.
             io::Error::new(ErrorKind::ConnectionAborted, abandoned)

@@ -305,7 +305,10 @@ async fn receive_handed_off(
         });
     });
     match start {
-        Start::Ready(received) => Ok(received),
+        Start::Ready(received) => {
+            tokio::task::coop::consume_budget().await;
+            Ok(received)
+        }
         Start::Pending => completion.await.map_err(aborted),
     }
 }
@@ -317,23 +320,33 @@ async fn receive_oneshot(socket: &CallbackSocket, buffer: Vec<u8>) -> io::Result
         let _ = sender.send(received);
     });
     match start {
-        Start::Ready(received) => Ok(received),
+        Start::Ready(received) => {
+            tokio::task::coop::consume_budget().await;
+            Ok(received)
+        }
         Start::Pending => result.await.map_err(aborted),
     }
 }
 
-/// The zero-hop bridge: Listing 2-3's bridge, word for word, on a socket
-/// whose callbacks run on the runtime's own thread.
+// COPY OF: listings/ch10-what-the-fixes-cost/listing-10-03/src/main.rs:bridge
+/// The zero-hop bridge: Listing 10-3's, on a socket whose callbacks run on
+/// the runtime's own thread.
 async fn receive_zero_hop(socket: &ReactorSocket, buffer: Vec<u8>) -> io::Result<Received> {
     let (source, completion) = completion_source(Continuations::Asynchronous);
     let start = socket.receive(buffer, move |received| {
         let _ = source.set_result(received);
     });
     match start {
-        Start::Ready(received) => Ok(received),
-        Start::Pending => completion.await.map_err(aborted),
+        Start::Ready(received) => {
+            tokio::task::coop::consume_budget().await;
+            Ok(received)
+        }
+        Start::Pending => completion
+            .await
+            .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),
     }
 }
+// COPY END
 // ANCHOR_END: bridges
 
 /// The echo of a receive, checked by the clock; gives the buffer back.

@@ -24,7 +24,12 @@ pub async fn receive(socket: &ReactorSocket, buffer: Vec<u8>) -> io::Result<Rece
         let _ = source.set_result(received);
     });
     match start {
-        Start::Ready(received) => Ok(received),
+        // As in Listing 2-3: a receive that finished at once still spends a
+        // unit of tokio's budget.
+        Start::Ready(received) => {
+            tokio::task::coop::consume_budget().await;
+            Ok(received)
+        }
         Start::Pending => completion.await.map_err(|abandoned| {
             // The socket broke its contract and dropped the callback.
             io::Error::new(ErrorKind::ConnectionAborted, abandoned)
