@@ -317,10 +317,19 @@ fn every_listing_writes_the_workspaces_dependency_versions() {
     );
 }
 
-/// The code of a Rust region, for comparing copies: comments, blank lines
-/// and indentation dropped, a function's visibility and name forgotten (a
-/// copy may be private, or named for the listing it sits in).
-fn code_of(region: &str) -> Vec<String> {
+/// The code of a Rust region, for comparing copies: comments and all
+/// whitespace dropped (rustfmt may break a copy's lines elsewhere), and a
+/// function's visibility and name forgotten (a copy may be private, or
+/// named for the listing it sits in).
+fn code_of(region: &str) -> String {
+    code_lines(region)
+        .concat()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+fn code_lines(region: &str) -> Vec<String> {
     region
         .lines()
         .map(|line| match line.find("//") {
@@ -379,8 +388,8 @@ fn every_copy_of_shown_code_is_the_code_shown() {
                 differ.push(format!(
                     "{} no longer repeats {file}:{anchor}\n  copy:  {:?}\n  shown: {:?}",
                     path.display(),
-                    code_of(&rest[..end]),
-                    code_of(&shown)
+                    code_lines(&rest[..end]),
+                    code_lines(&shown)
                 ));
             }
         }
