@@ -341,9 +341,10 @@ async fn receive_zero_hop(socket: &ReactorSocket, buffer: Vec<u8>) -> io::Result
             tokio::task::coop::consume_budget().await;
             Ok(received)
         }
-        Start::Pending => completion
-            .await
-            .map_err(|abandoned| io::Error::new(ErrorKind::ConnectionAborted, abandoned)),
+        Start::Pending => completion.await.map_err(|abandoned| {
+            // The socket broke its contract and dropped the callback.
+            io::Error::new(ErrorKind::ConnectionAborted, abandoned)
+        }),
     }
 }
 // COPY END
