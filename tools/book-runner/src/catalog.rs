@@ -262,6 +262,9 @@ pub struct Catalog {
     pub blocks: BTreeMap<String, Block>,
     /// The book's root directory.
     pub root: PathBuf,
+    /// The first chapter of `SUMMARY.md`, which mdBook also renders as
+    /// `index.html`.
+    pub first_chapter: Option<String>,
 }
 
 /// A word of a program argument the runner passes on: no path, no shell.
@@ -320,9 +323,15 @@ impl Catalog {
                     .map_err(|e| format!("cannot read {}: {e}", chapter.display()))?,
             );
         }
+        let summary = std::fs::read_to_string(src.join("SUMMARY.md")).unwrap_or_default();
+        let first_chapter = summary.split("](").nth(1).and_then(|rest| {
+            let link = &rest[..rest.find(')')?];
+            Some(link.strip_suffix(".md")?.to_string())
+        });
         let mut catalog = Catalog {
             blocks: BTreeMap::new(),
             root: root.clone(),
+            first_chapter,
         };
         for (chapter, markdown) in chapters.iter().zip(&texts) {
             let stem = chapter
@@ -386,8 +395,13 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// The blocks of one chapter, in page order.
+    /// The blocks of one chapter, in page order. `index` (or nothing) is
+    /// the first chapter.
     pub fn chapter(&self, stem: &str) -> Vec<&Block> {
+        let stem = match (stem, &self.first_chapter) {
+            ("index" | "", Some(first)) => first.as_str(),
+            _ => stem,
+        };
         let mut blocks: Vec<&Block> = self.blocks.values().filter(|b| b.chapter == stem).collect();
         blocks.sort_by_key(|b| {
             b.id.rsplit('/')

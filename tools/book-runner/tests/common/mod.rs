@@ -173,3 +173,22 @@ pub fn processes_with(marker: &str) -> Vec<String> {
     }
     found
 }
+
+/// The processes whose parent is this test process.
+pub fn children() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let parent = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(str::trim);
+        if parent == Some(me.as_str()) {
+            found.push(status.lines().next().unwrap_or_default().to_string());
+        }
+    }
+    found
+}
