@@ -43,8 +43,9 @@ pub enum Variant {
     Callbacks,
     /// Fix 1: the callback hands `set_result` to a tokio task.
     HandOff,
-    /// Fix 2 done literally: each continuation on a thread of its own.
-    ThreadPerContinuation,
+    /// Fix 2 as .NET does it: the completion queues each continuation to a
+    /// pool of threads (`Continuations::Asynchronous`, `awd::pool`).
+    PoolContinuation,
     /// Fix 2, the way Rust does it: the callback completes the source, which
     /// wakes the task (Listing 2-3's bridge).
     Waker,
@@ -62,7 +63,7 @@ pub const VARIANTS: [Variant; 8] = [
     Variant::Blocking,
     Variant::Callbacks,
     Variant::HandOff,
-    Variant::ThreadPerContinuation,
+    Variant::PoolContinuation,
     Variant::Waker,
     Variant::Oneshot,
     Variant::ZeroHop,
@@ -76,7 +77,7 @@ impl Variant {
             Variant::Blocking => "blocking",
             Variant::Callbacks => "callbacks",
             Variant::HandOff => "hand-off",
-            Variant::ThreadPerContinuation => "thread-per-continuation",
+            Variant::PoolContinuation => "pool-continuation",
             Variant::Waker => "waker",
             Variant::Oneshot => "oneshot",
             Variant::ZeroHop => "zero-hop",
@@ -90,7 +91,7 @@ impl Variant {
             Variant::Blocking => "blocking std sockets",
             Variant::Callbacks => "callbacks on the I/O thread",
             Variant::HandOff => "hand-off to a task (fix 1)",
-            Variant::ThreadPerContinuation => "thread per continuation (fix 2)",
+            Variant::PoolContinuation => "continuation on a pool (fix 2)",
             Variant::Waker => "waker bridge (fix 2, Rust)",
             Variant::Oneshot => "oneshot bridge",
             Variant::ZeroHop => "zero-hop bridge",
@@ -363,7 +364,7 @@ fn run(variant: Variant, clock: &mut Clock) -> io::Result<()> {
     let (stream, echo) = echo_peer()?;
     match variant {
         Variant::Blocking => blocking(stream, clock)?,
-        Variant::Callbacks | Variant::ThreadPerContinuation => {
+        Variant::Callbacks | Variant::PoolContinuation => {
             let io = IoThread::start()?;
             chained(variant, io.adopt(stream)?, clock)?;
         }
@@ -604,7 +605,8 @@ pub enum Primitive {
     SchedulerPass,
     /// What `awd`'s socket records per pending receive, for the watchdog.
     SocketBookkeeping,
-    /// Starting a thread and waiting for it, as a thread per continuation does.
+    /// Starting a thread and waiting for it: what each continuation would
+    /// cost with a thread of its own.
     Thread,
 }
 
