@@ -400,3 +400,30 @@ fn every_copy_of_shown_code_is_the_code_shown() {
     );
     assert!(differ.is_empty(), "\n{}", differ.join("\n"));
 }
+
+#[test]
+fn the_mdbook_the_harness_links_is_the_one_readers_install() {
+    let _limit = TestLimit::seconds(5);
+    // mdBook's version is written where the harness links its library (the
+    // root manifest), where readers install the binary (README) and where CI
+    // installs it (.ci/run); mdbook-admonish 1.20 needs the 0.4 series.
+    let manifest = fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("mdbook = { version = \"="))
+        .and_then(|rest| rest.split('"').next())
+        .expect("an exact mdbook version in [workspace.dependencies]");
+    assert!(version.starts_with("0.4."), "mdbook-admonish 1.20 needs mdBook 0.4");
+    let readme = fs::read_to_string(root().join("README.md")).expect("README.md");
+    let ci = fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    for (file, text) in [("README.md", &readme), (".ci/run", &ci)] {
+        assert!(
+            text.contains(&format!("mdbook@{version} ")),
+            "{file} does not install mdbook@{version}, the version Cargo.toml links"
+        );
+    }
+    assert!(
+        ci.contains(&format!("'mdbook v{version}'")),
+        ".ci/run does not check for mdbook v{version}"
+    );
+}
