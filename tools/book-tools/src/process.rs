@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// What a bounded run printed, and how it ended.
@@ -43,23 +43,7 @@ pub fn run_bounded(command: &mut Command, limit: Duration) -> Result<Finished, S
         let _ = stderr.read_to_end(&mut text);
         text
     });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(None) | Err(_) => {
-                kill_group(child.id());
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{shown} was still running after {limit:?}: stopped"
-                ));
-            }
-        }
-    };
+    let status = wait_or_stop(&mut child, limit, &shown)?;
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     Ok(Finished {
         status,
@@ -93,10 +77,18 @@ pub fn run_bounded_merged(
         let _ = reader.read_to_end(&mut text);
         text
     });
+    let status = wait_or_stop(&mut child, limit, &shown)?;
+    let text = String::from_utf8_lossy(&collector.join().unwrap_or_default()).into_owned();
+    Ok((status, text))
+}
+
+/// Waits for `child` at most `limit`; past it, kills its process group and
+/// says so.
+fn wait_or_stop(child: &mut Child, limit: Duration, shown: &str) -> Result<ExitStatus, String> {
     let deadline = Instant::now() + limit;
-    let status = loop {
+    loop {
         match child.try_wait() {
-            Ok(Some(status)) => break status,
+            Ok(Some(status)) => return Ok(status),
             Ok(None) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -109,9 +101,7 @@ pub fn run_bounded_merged(
                 ));
             }
         }
-    };
-    let text = String::from_utf8_lossy(&collector.join().unwrap_or_default()).into_owned();
-    Ok((status, text))
+    }
 }
 
 /// Sends SIGKILL to the process group `id` leads (the group `run_bounded`
