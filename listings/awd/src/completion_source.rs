@@ -23,6 +23,79 @@
 //!   budget each time it is polled, as tokio's own `oneshot::Receiver` does: a
 //!   task that awaits completions that are always ready still returns to its
 //!   scheduler now and then (`tokio::task::coop`).
+//!
+//! # State
+//!
+//! Every handle of one completion shares one `State`, behind one mutex:
+//!
+//!  * `Waiting` - no result yet. The waiting side may have left a waker (a
+//!    `poll` that returned `Pending`), a continuation ([`on_completed`]), or
+//!    the flag `blocked` ([`wait`], asleep on the condition variable `done`).
+//!
+//!  * `Done` - the result is there, and nobody has taken it.
+//!
+//!  * `Taken` - the result was handed on, to the waiting side or to its
+//!    continuation. Never left once entered.
+//!
+//! Every transition is made under the lock, and it goes one way only: the
+//! first completion wins, and a later [`set_result`] gets its value back in
+//! [`AlreadyCompleted`].
+//!
+//!  * `Waiting` → `Done`: `complete`, when no continuation is registered. It
+//!    is called by [`set_result`] (and [`set_error`]) with the value, or by
+//!    the drop of the last [`CompletionSource`] with [`Abandoned`]. After
+//!    unlocking, it notifies `done` if `blocked` was set, and wakes the waker
+//!    if one was left.
+//!
+//!  * `Waiting` → `Taken`: the same two callers, when a continuation is
+//!    registered. After unlocking, the continuation gets the result: inline,
+//!    or posted to the pool ([`Continuations`]). A waker left before the
+//!    continuation is dropped unwoken: `on_completed` consumed the
+//!    [`Completion`], so no future is left to wake.
+//!
+//!  * `Done` → `Taken`: the waiting side takes the result: a `poll` that
+//!    returns `Ready`, [`wait`], or [`on_completed`], which then runs the
+//!    continuation at once, on its own thread, after unlocking.
+//!
+//!  * `Taken` → `Taken`: a `poll` after `Ready`, or an `on_completed` after
+//!    that, gets `Err(Abandoned)`.
+//!
+//! # Fields beside the state
+//!
+//!  * `completed` - an `AtomicBool`, true once the state has left `Waiting`.
+//!    The `complete` that makes the transition stores it (`Release`) under
+//!    the lock; it is never unset. A dropped [`CompletionSource`] loads it
+//!    (`Acquire`) first: set, there is nothing left to abandon, and the drop
+//!    returns without touching `sources` or the lock. Nothing else reads it;
+//!    [`is_complete`] reads the state itself.
+//!
+//!  * `sources` - an `AtomicUsize`, the number of [`CompletionSource`]
+//!    handles while `completed` is false. `clone` adds one (`Relaxed`: a new
+//!    handle orders nothing); a drop that finds `completed` false subtracts
+//!    one (`AcqRel`), and the drop that takes it from one to zero abandons,
+//!    calling `complete` with `Err(Abandoned)` (which does nothing if a
+//!    completion came first). Once `completed` is set, drops stop counting:
+//!    the count is then too high, and nothing reads it again.
+//!
+//!  * `completes` - what completing means, for the watchdog ([`completes`]).
+//!    Behind a lock of its own, set by the completing side and read once by
+//!    [`wait`]; not model-checked.
+//!
+//! # Locks
+//!
+//! The state's lock (with `done`) and `completes`' lock are each taken
+//! alone: neither is held while the other is taken, or while any other lock
+//! of the crate is. No waker is woken, no continuation runs, no job is
+//! posted to the pool, and nothing is recorded for [`crate::waits`] while
+//! either is held; a waker replaced by a newer one is dropped after
+//! unlocking, as tokio's `Notify` does.
+//!
+//! [`on_completed`]: Completion::on_completed
+//! [`wait`]: Completion::wait
+//! [`is_complete`]: CompletionSource::is_complete
+//! [`set_result`]: CompletionSource::set_result
+//! [`set_error`]: CompletionSource::set_error
+//! [`completes`]: CompletionSource::completes
 
 use std::fmt;
 use std::future::Future;
@@ -182,8 +255,9 @@ impl<T: Send + 'static> CompletionSource<T> {
             .unwrap_or_else(PoisonError::into_inner) = Some(what);
     }
 
-    /// True once a result was set (or the source abandoned).
-    pub fn is_completed(&self) -> bool {
+    /// True once a result was set (or the source abandoned): the same
+    /// answer as [`Completion::is_complete`].
+    pub fn is_complete(&self) -> bool {
         !matches!(*self.shared.state(), State::Waiting { .. })
     }
 }
@@ -363,10 +437,13 @@ impl<T: Send + 'static> Future for Completion<T> {
         let mut state = self.shared.state();
         let result = match &mut *state {
             State::Waiting { waker, .. } => {
-                match waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waker = Some(cx.waker().clone()),
-                }
+                let replaced = match waker {
+                    Some(w) if w.will_wake(cx.waker()) => None,
+                    _ => waker.replace(cx.waker().clone()),
+                };
+                // A waker's drop may run its executor's code: not under the lock.
+                drop(state);
+                drop(replaced);
                 return Poll::Pending;
             }
             State::Done(_) => match std::mem::replace(&mut *state, State::Taken) {
@@ -385,7 +462,7 @@ impl<T: Send + 'static> fmt::Debug for CompletionSource<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompletionSource")
             .field("continuations", &self.shared.continuations)
-            .field("completed", &self.is_completed())
+            .field("completed", &self.is_complete())
             .finish()
     }
 }

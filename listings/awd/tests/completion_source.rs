@@ -104,7 +104,7 @@ async fn a_dropped_source_resolves_the_future_with_an_error() {
     let (source, completion) = completion_source::<u32>(Continuations::Inline);
     let clone = source.clone();
     drop(source);
-    assert!(!clone.is_completed(), "one handle is still alive");
+    assert!(!clone.is_complete(), "one handle is still alive");
     thread::spawn(move || drop(clone));
     assert_eq!(completion.await, Err(Abandoned));
 }
