@@ -30,36 +30,11 @@ use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// What a blocked thread is waiting for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WaitsFor {
-    /// The completion of the receive with this number.
-    Receive(u64),
-    /// Work that only the thread with this name can do.
-    Thread(String),
-    /// The task with this name (see [`crate::message_loop`]) to finish.
-    Task(String),
-    /// The lock with this name, held by the thread with that name.
-    Lock {
-        /// The lock's name.
-        lock: String,
-        /// The thread that holds it.
-        holder: String,
-    },
-}
+use crate::pool::Starving;
 
-impl fmt::Display for WaitsFor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WaitsFor::Receive(id) => write!(f, "receive #{id}"),
-            WaitsFor::Thread(name) => write!(f, "work that only thread `{name}` can run"),
-            WaitsFor::Task(name) => write!(f, "the task `{name}` to finish"),
-            WaitsFor::Lock { lock, holder } => {
-                write!(f, "the lock `{lock}`, held by thread `{holder}`")
-            }
-        }
-    }
-}
+pub mod timeline;
+
+pub use timeline::{Event, EventKind, WaitsFor};
 
 /// Where a receive stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,30 +51,14 @@ pub enum ReceiveState {
     Delivered,
 }
 
-/// One recorded fact, for timelines.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// Time since the first event of the process.
-    pub at: Duration,
-    /// The thread it happened on.
-    pub thread: String,
-    /// What happened.
-    pub what: EventKind,
-}
-
-/// The kinds of recorded facts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// The thread started doing this.
-    Begin(String),
-    /// The thread finished the innermost thing it had begun.
-    End,
-    /// The thread blocked, waiting for this.
-    Blocked(WaitsFor),
-    /// The thread stopped being blocked.
-    Unblocked,
-    /// Something happened at one instant.
-    Mark(String),
+/// What a blocked thread said before it blocked.
+struct Blocked {
+    /// The call it is blocked in, as a report names it (``"`Completion::wait`"``).
+    call: String,
+    /// What it waits for.
+    waits_for: WaitsFor,
+    /// When it blocked.
+    since: Instant,
 }
 
 struct ThreadFacts {
@@ -107,7 +66,7 @@ struct ThreadFacts {
     name: String,
     since: Instant,
     activities: Vec<String>,
-    blocked: Option<(String, WaitsFor, Instant)>,
+    blocked: Option<Blocked>,
     busy: BTreeMap<String, u64>,
 }
 
@@ -136,7 +95,8 @@ struct ReceiveFacts {
     state: ReceiveState,
 }
 
-struct Registry {
+/// Everything recorded, behind one lock ([`facts`]).
+struct Facts {
     start: Instant,
     /// By a number each thread gets when it first records a fact, so reports
     /// list threads in the order they appeared.
@@ -156,11 +116,13 @@ const MAX_THREADS: usize = 1_024;
 /// How many finished receives are remembered.
 const MAX_RECEIVES: usize = 4_096;
 
-fn registry() -> MutexGuard<'static, Registry> {
-    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REGISTRY
+/// The recorded facts, locked. A leaf lock: while it is held, no other lock
+/// is taken (see the `# Locks` section of [`crate::socket`]).
+fn facts() -> MutexGuard<'static, Facts> {
+    static FACTS: OnceLock<Mutex<Facts>> = OnceLock::new();
+    FACTS
         .get_or_init(|| {
-            Mutex::new(Registry {
+            Mutex::new(Facts {
                 start: Instant::now(),
                 threads: BTreeMap::new(),
                 next_thread: 0,
@@ -183,8 +145,9 @@ pub fn thread_name() -> String {
         .unwrap_or_else(|| format!("{:?}", thread::current().id()))
 }
 
-impl Registry {
-    fn facts(&mut self) -> &mut ThreadFacts {
+impl Facts {
+    /// The current thread's facts, made on its first record.
+    fn this_thread(&mut self) -> &mut ThreadFacts {
         thread_local! {
             static NUMBER: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
         }
@@ -249,14 +212,18 @@ pub fn blocking<T>(what: &str, waits_for: WaitsFor, wait: impl FnOnce() -> T) ->
         return wait();
     }
     {
-        let mut registry = registry();
-        registry.record(EventKind::Blocked(waits_for.clone()));
-        registry.facts().blocked = Some((what.to_string(), waits_for, Instant::now()));
+        let mut facts = facts();
+        facts.record(EventKind::Blocked(waits_for.clone()));
+        facts.this_thread().blocked = Some(Blocked {
+            call: what.to_string(),
+            waits_for,
+            since: Instant::now(),
+        });
     }
     let result = wait();
-    let mut registry = registry();
-    registry.facts().blocked = None;
-    registry.record(EventKind::Unblocked);
+    let mut facts = facts();
+    facts.this_thread().blocked = None;
+    facts.record(EventKind::Unblocked);
     result
 }
 
@@ -266,9 +233,9 @@ pub fn activity(what: impl Into<String>) -> Activity {
         return Activity { recorded: false };
     }
     let what = what.into();
-    let mut registry = registry();
-    registry.record(EventKind::Begin(what.clone()));
-    registry.facts().activities.push(what);
+    let mut facts = facts();
+    facts.record(EventKind::Begin(what.clone()));
+    facts.this_thread().activities.push(what);
     Activity { recorded: true }
 }
 
@@ -281,9 +248,9 @@ pub struct Activity {
 impl Drop for Activity {
     fn drop(&mut self) {
         if self.recorded {
-            let mut registry = registry();
-            registry.facts().activities.pop();
-            registry.record(EventKind::End);
+            let mut facts = facts();
+            facts.this_thread().activities.pop();
+            facts.record(EventKind::End);
         }
     }
 }
@@ -291,7 +258,7 @@ impl Drop for Activity {
 /// Records an instant on this thread's timeline.
 pub fn mark(what: impl Into<String>) {
     if recording() {
-        registry().record(EventKind::Mark(what.into()));
+        facts().record(EventKind::Mark(what.into()));
     }
 }
 
@@ -301,8 +268,12 @@ pub fn busy(what: &str) {
     if !recording() {
         return;
     }
-    let mut registry = registry();
-    *registry.facts().busy.entry(what.to_string()).or_insert(0) += 1;
+    let mut facts = facts();
+    *facts
+        .this_thread()
+        .busy
+        .entry(what.to_string())
+        .or_insert(0) += 1;
 }
 
 thread_local! {
@@ -323,17 +294,17 @@ pub fn receive_started(socket: u64) -> u64 {
     if !recording() {
         return id;
     }
-    let mut registry = registry();
-    registry.receives.insert(
+    let mut facts = facts();
+    facts.receives.insert(
         id,
         ReceiveFacts {
             socket,
             state: ReceiveState::CompletedAtOnce,
         },
     );
-    while registry.receives.len() > MAX_RECEIVES {
-        let oldest = *registry.receives.keys().next().expect("not empty");
-        registry.receives.remove(&oldest);
+    while facts.receives.len() > MAX_RECEIVES {
+        let oldest = *facts.receives.keys().next().expect("not empty");
+        facts.receives.remove(&oldest);
     }
     id
 }
@@ -343,15 +314,15 @@ pub fn receive_now(id: u64, state: ReceiveState) {
     if !recording() {
         return;
     }
-    let mut registry = registry();
+    let mut facts = facts();
     let mark = match &state {
         ReceiveState::Pending { .. } => format!("receive #{id} pending"),
         ReceiveState::CompletedAtOnce => format!("receive #{id} completed at once"),
         ReceiveState::Delivered => format!("receive #{id} delivered"),
     };
-    registry.record(EventKind::Mark(mark));
-    if let Some(facts) = registry.receives.get_mut(&id) {
-        facts.state = state;
+    facts.record(EventKind::Mark(mark));
+    if let Some(receive) = facts.receives.get_mut(&id) {
+        receive.state = state;
     }
 }
 
@@ -361,8 +332,8 @@ pub fn task_suspended(task: &str, home: &str, on_receive: Option<u64>) {
     if !recording() {
         return;
     }
-    let mut registry = registry();
-    let facts = registry
+    let mut facts = facts();
+    let task_facts = facts
         .tasks
         .entry(task.to_string())
         .or_insert_with(|| TaskFacts {
@@ -370,12 +341,12 @@ pub fn task_suspended(task: &str, home: &str, on_receive: Option<u64>) {
             state: TaskState::Running,
         });
     // A wake-up may have posted the task again while it was being polled.
-    if !matches!(facts.state, TaskState::Queued { .. }) {
-        facts.state = TaskState::Suspended { on_receive };
+    if !matches!(task_facts.state, TaskState::Queued { .. }) {
+        task_facts.state = TaskState::Suspended { on_receive };
     }
-    while registry.tasks.len() > MAX_RECEIVES {
-        let oldest = registry.tasks.keys().next().expect("not empty").clone();
-        registry.tasks.remove(&oldest);
+    while facts.tasks.len() > MAX_RECEIVES {
+        let oldest = facts.tasks.keys().next().expect("not empty").clone();
+        facts.tasks.remove(&oldest);
     }
 }
 
@@ -385,18 +356,18 @@ pub fn task_posted(task: &str, home: &str) {
     if !recording() {
         return;
     }
-    let mut registry = registry();
-    registry.record(EventKind::Mark(format!(
+    let mut facts = facts();
+    facts.record(EventKind::Mark(format!(
         "posts the rest of task `{task}` to the queue of `{home}`"
     )));
-    let facts = registry
+    let task_facts = facts
         .tasks
         .entry(task.to_string())
         .or_insert_with(|| TaskFacts {
             home: home.to_string(),
             state: TaskState::Running,
         });
-    facts.state = TaskState::Queued {
+    task_facts.state = TaskState::Queued {
         posted_by: thread_name(),
     };
 }
@@ -406,8 +377,8 @@ pub fn task_taken(task: &str) {
     if !recording() {
         return;
     }
-    if let Some(facts) = registry().tasks.get_mut(task) {
-        facts.state = TaskState::Running;
+    if let Some(task_facts) = facts().tasks.get_mut(task) {
+        task_facts.state = TaskState::Running;
     }
 }
 
@@ -416,8 +387,8 @@ pub fn task_finished(task: &str) {
     if !recording() {
         return;
     }
-    if let Some(facts) = registry().tasks.get_mut(task) {
-        facts.state = TaskState::Finished;
+    if let Some(task_facts) = facts().tasks.get_mut(task) {
+        task_facts.state = TaskState::Finished;
     }
 }
 
@@ -427,7 +398,7 @@ pub fn task_finished(task: &str) {
 pub fn wait_until_blocked(thread: thread::ThreadId, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        let blocked = registry()
+        let blocked = facts()
             .threads
             .values()
             .any(|t| t.id == thread && t.blocked.is_some());
@@ -443,7 +414,7 @@ pub fn wait_until_blocked(thread: thread::ThreadId, timeout: Duration) -> bool {
 
 /// The events recorded so far.
 pub fn events() -> Vec<Event> {
-    registry().events.clone()
+    facts().events.clone()
 }
 
 /// What a diagnosis concluded.
@@ -510,246 +481,299 @@ impl fmt::Display for Diagnosis {
 /// Busy work counted fewer times than this is not called a spin.
 const SPIN_THRESHOLD: u64 = 1_000;
 
+/// Where following one blocked thread's chain of waits ended, and so what
+/// [`diagnose`] concludes from it (as tokio's `TransitionToRunning` names
+/// what a transition came to, for its caller to act on).
+#[must_use]
+#[derive(Debug)]
+enum ChainEnd {
+    /// Back at a thread already in the chain: the threads of the cycle, in
+    /// order, the first one again at the end. A deadlock.
+    Cycle(Vec<String>),
+    /// At a receive that completed at once, so that no callback will ever
+    /// deliver it: a lost completion, which `waiter` (the chain's first
+    /// thread) waits for.
+    LostCompletion {
+        /// The receive.
+        receive: u64,
+        /// Its socket.
+        socket: u64,
+        /// The thread the chain started at.
+        waiter: String,
+    },
+    /// At a receive whose callback has run, while `waiter` still waits for
+    /// it: what the callback handed the result to has not delivered it.
+    DeliveredYetWaiting {
+        /// The receive.
+        receive: u64,
+        /// The thread that still waits for it.
+        waiter: String,
+    },
+    /// At a thread that is not blocked, a finished task, or something
+    /// nobody recorded: nothing to conclude from this chain.
+    Unknown,
+}
+
+/// Adds `line` to a report unless it says so already: several chains may
+/// pass through the same fact.
+fn push_once(lines: &mut Vec<String>, line: String) {
+    if !lines.contains(&line) {
+        lines.push(line);
+    }
+}
+
+/// The facts one diagnosis reads: the threads that recorded something since
+/// its scenario started.
+struct Scene<'a> {
+    facts: &'a Facts,
+    /// In the order the threads first recorded a fact.
+    threads: Vec<&'a ThreadFacts>,
+    since: Instant,
+}
+
+impl<'a> Scene<'a> {
+    fn new(facts: &'a Facts, since: Instant) -> Scene<'a> {
+        let threads = facts
+            .threads
+            .values()
+            .filter(|t| t.since >= since || t.blocked.as_ref().is_some_and(|b| b.since >= since))
+            .collect();
+        Scene {
+            facts,
+            threads,
+            since,
+        }
+    }
+
+    /// What `thread` is blocked in, if it blocked in this scenario.
+    fn blocked(&self, thread: &'a ThreadFacts) -> Option<&'a Blocked> {
+        thread.blocked.as_ref().filter(|b| b.since >= self.since)
+    }
+
+    /// The thread named `name`, if it is blocked in this scenario.
+    fn blocked_by_name(&self, name: &str) -> Option<&'a ThreadFacts> {
+        self.threads
+            .iter()
+            .copied()
+            .find(|t| t.name == name && self.blocked(t).is_some())
+    }
+
+    /// One line per blocked thread, by name: where it is blocked, inside
+    /// what, and for what.
+    fn blocked_lines(&self, lines: &mut Vec<String>) {
+        let mut by_name = self.threads.clone();
+        by_name.sort_by(|a, b| a.name.cmp(&b.name));
+        for thread in by_name {
+            let Some(Blocked {
+                call, waits_for, ..
+            }) = self.blocked(thread)
+            else {
+                continue;
+            };
+            let inside = if thread.activities.is_empty() {
+                String::new()
+            } else {
+                format!(", inside {},", thread.activities.join(" → "))
+            };
+            lines.push(format!(
+                "thread `{}`{inside} is blocked in {call}, waiting for {waits_for}",
+                thread.name
+            ));
+        }
+    }
+
+    /// What waiting for the task `name` comes to: the thread or the receive
+    /// it waits for in turn, with the fact that says so added to `lines`.
+    /// `None` when it waits for nothing recorded (it finished, or was never
+    /// seen).
+    fn through_task(&self, name: &str, lines: &mut Vec<String>) -> Option<WaitsFor> {
+        let task = self.facts.tasks.get(name)?;
+        let home = &task.home;
+        match &task.state {
+            TaskState::Queued { posted_by } => {
+                push_once(
+                    lines,
+                    format!(
+                        "the rest of task `{name}` was posted to the message queue of \
+                         thread `{home}` by thread `{posted_by}`, and waits there: only \
+                         thread `{home}` runs that queue"
+                    ),
+                );
+                Some(WaitsFor::Thread(home.clone()))
+            }
+            TaskState::Suspended {
+                on_receive: Some(id),
+            } => {
+                push_once(
+                    lines,
+                    format!(
+                        "task `{name}` is suspended on receive #{id}; its waker will \
+                         post the rest to its message loop"
+                    ),
+                );
+                Some(WaitsFor::Receive(*id))
+            }
+            TaskState::Suspended { on_receive: None } => {
+                push_once(
+                    lines,
+                    format!(
+                        "task `{name}` is suspended on no receive of the callback \
+                         socket: what can wake it (tokio's I/O driver and timers on \
+                         its loop) runs only when thread `{home}` runs its loop"
+                    ),
+                );
+                Some(WaitsFor::Thread(home.clone()))
+            }
+            TaskState::Running => Some(WaitsFor::Thread(home.clone())),
+            TaskState::Finished => None,
+        }
+    }
+
+    /// The thread that must deliver receive `id`, with the fact that says so
+    /// added to `lines`; or, if no thread will, where the chain ends.
+    fn through_receive(
+        &self,
+        id: u64,
+        chain: &[String],
+        current: &ThreadFacts,
+        lines: &mut Vec<String>,
+    ) -> Result<String, ChainEnd> {
+        match self.facts.receives.get(&id) {
+            Some(ReceiveFacts {
+                state: ReceiveState::Pending { delivered_by },
+                socket,
+            }) => {
+                push_once(
+                    lines,
+                    format!(
+                        "receive #{id} (socket {socket}) is pending: only thread \
+                         `{delivered_by}` can run its callback"
+                    ),
+                );
+                Ok(delivered_by.clone())
+            }
+            Some(ReceiveFacts {
+                state: ReceiveState::CompletedAtOnce,
+                socket,
+            }) => Err(ChainEnd::LostCompletion {
+                receive: id,
+                socket: *socket,
+                waiter: chain[0].clone(),
+            }),
+            Some(ReceiveFacts {
+                state: ReceiveState::Delivered,
+                ..
+            }) => Err(ChainEnd::DeliveredYetWaiting {
+                receive: id,
+                waiter: current.name.clone(),
+            }),
+            None => Err(ChainEnd::Unknown),
+        }
+    }
+
+    /// Follows `start`'s chain of waits: thread → what it waits for → the
+    /// thread that must deliver it → …, adding each fact passed on the way
+    /// to `lines`, until the chain comes back on itself or ends.
+    fn follow(&self, start: &'a ThreadFacts, lines: &mut Vec<String>) -> ChainEnd {
+        let mut chain = vec![start.name.clone()];
+        let mut current = start;
+        loop {
+            let Some(blocked) = current.blocked.as_ref() else {
+                return ChainEnd::Unknown;
+            };
+            // A task stands for what it waits for in turn.
+            let waits_for = match &blocked.waits_for {
+                WaitsFor::Task(name) => match self.through_task(name, lines) {
+                    Some(waits_for) => waits_for,
+                    None => return ChainEnd::Unknown,
+                },
+                other => other.clone(),
+            };
+            let next = match waits_for {
+                WaitsFor::Receive(id) => match self.through_receive(id, &chain, current, lines) {
+                    Ok(thread) => thread,
+                    Err(end) => return end,
+                },
+                WaitsFor::Thread(name) => name,
+                WaitsFor::Task(_) => return ChainEnd::Unknown,
+                WaitsFor::Lock { holder, .. } => holder,
+            };
+            if let Some(at) = chain.iter().position(|n| *n == next) {
+                let mut cycle = chain.split_off(at);
+                cycle.push(next);
+                return ChainEnd::Cycle(cycle);
+            }
+            chain.push(next.clone());
+            match self.blocked_by_name(&next) {
+                Some(thread) => current = thread,
+                None => return ChainEnd::Unknown,
+            }
+        }
+    }
+}
+
 /// Explains why nothing finished, from the facts recorded since `since`
 /// (older facts belong to earlier scenarios of the same process).
 pub fn diagnose(since: Instant) -> Diagnosis {
-    // Read before the records are locked: a pool records into them while it
-    // holds its own lock.
+    // Read before the facts are locked: a pool records facts while it holds
+    // its own lock, so this order is the only one (see `crate::socket`'s
+    // `# Locks`).
     let starving = crate::pool::starving_pools();
-    let registry = registry();
-    let threads: Vec<&ThreadFacts> = registry
-        .threads
-        .values()
-        .filter(|t| t.since >= since || t.blocked.as_ref().is_some_and(|b| b.2 >= since))
-        .collect();
-    let blocked_by_name = |name: &str| {
-        threads
-            .iter()
-            .find(|t| t.name == name && t.blocked.as_ref().is_some_and(|b| b.2 >= since))
-    };
+    let facts = facts();
+    let scene = Scene::new(&facts, since);
     let mut lines = Vec::new();
     let mut verdict = None;
-    let mut by_name = threads.clone();
-    by_name.sort_by(|a, b| a.name.cmp(&b.name));
-    for thread in &by_name {
-        let Some((what, waits_for, at)) = &thread.blocked else {
-            continue;
-        };
-        if *at < since {
+    scene.blocked_lines(&mut lines);
+    for start in &scene.threads {
+        if scene.blocked(start).is_none() {
             continue;
         }
-        let inside = if thread.activities.is_empty() {
-            String::new()
-        } else {
-            format!(", inside {},", thread.activities.join(" → "))
-        };
-        lines.push(format!(
-            "thread `{}`{inside} is blocked in {what}, waiting for {waits_for}",
-            thread.name
-        ));
-    }
-    // Follow each blocked thread's chain of waits.
-    for start in &threads {
-        if start.blocked.as_ref().is_none_or(|b| b.2 < since) {
-            continue;
-        }
-        let mut chain = vec![start.name.clone()];
-        let mut current = *start;
-        loop {
-            let (_, waits_for, _) = current.blocked.as_ref().expect("blocked");
-            // A task stands for what it waits for in turn.
-            let task_waits_for;
-            let waits_for = match waits_for {
-                WaitsFor::Task(name) => match registry.tasks.get(name) {
-                    Some(TaskFacts {
-                        home,
-                        state: TaskState::Queued { posted_by },
-                    }) => {
-                        let line = format!(
-                            "the rest of task `{name}` was posted to the message queue of \
-                             thread `{home}` by thread `{posted_by}`, and waits there: only \
-                             thread `{home}` runs that queue"
-                        );
-                        if !lines.contains(&line) {
-                            lines.push(line);
-                        }
-                        task_waits_for = WaitsFor::Thread(home.clone());
-                        &task_waits_for
-                    }
-                    Some(TaskFacts {
-                        state:
-                            TaskState::Suspended {
-                                on_receive: Some(id),
-                            },
-                        ..
-                    }) => {
-                        let line = format!(
-                            "task `{name}` is suspended on receive #{id}; its waker will \
-                             post the rest to its message loop"
-                        );
-                        if !lines.contains(&line) {
-                            lines.push(line);
-                        }
-                        task_waits_for = WaitsFor::Receive(*id);
-                        &task_waits_for
-                    }
-                    Some(TaskFacts {
-                        home,
-                        state: TaskState::Suspended { on_receive: None },
-                    }) => {
-                        let line = format!(
-                            "task `{name}` is suspended on no receive of the callback \
-                             socket: what can wake it (tokio's I/O driver and timers on \
-                             its loop) runs only when thread `{home}` runs its loop"
-                        );
-                        if !lines.contains(&line) {
-                            lines.push(line);
-                        }
-                        task_waits_for = WaitsFor::Thread(home.clone());
-                        &task_waits_for
-                    }
-                    Some(TaskFacts {
-                        home,
-                        state: TaskState::Running,
-                    }) => {
-                        task_waits_for = WaitsFor::Thread(home.clone());
-                        &task_waits_for
-                    }
-                    Some(TaskFacts {
-                        state: TaskState::Finished,
-                        ..
-                    })
-                    | None => break,
-                },
-                other => other,
-            };
-            let next = match waits_for {
-                WaitsFor::Receive(id) => match registry.receives.get(id) {
-                    Some(ReceiveFacts {
-                        state: ReceiveState::Pending { delivered_by },
-                        socket,
-                        ..
-                    }) => {
-                        let line = format!(
-                            "receive #{id} (socket {socket}) is pending: only thread \
-                             `{delivered_by}` can run its callback"
-                        );
-                        if !lines.contains(&line) {
-                            lines.push(line);
-                        }
-                        delivered_by.clone()
-                    }
-                    Some(ReceiveFacts {
-                        state: ReceiveState::CompletedAtOnce,
-                        socket,
-                        ..
-                    }) => {
-                        lines.push(format!(
-                            "receive #{id} (socket {socket}) completed at once: its result \
-                             went back to the code that started it, and no callback will \
-                             ever run"
-                        ));
-                        lines.push(format!(
-                            "=> thread `{}` waits for a completion that was already delivered \
-                             and dropped: a lost completion",
-                            chain[0]
-                        ));
-                        verdict.get_or_insert(Verdict::LostCompletion);
-                        break;
-                    }
-                    Some(ReceiveFacts {
-                        state: ReceiveState::Delivered,
-                        ..
-                    }) => {
-                        let line = format!(
-                            "receive #{id}'s callback has run, yet thread `{}` still waits \
-                             for it: whatever the callback handed the result to has not \
-                             delivered it (work queued behind a blocked thread, or a lost \
-                             wake-up)",
-                            current.name
-                        );
-                        if !lines.contains(&line) {
-                            lines.push(line);
-                        }
-                        break;
-                    }
-                    None => break,
-                },
-                WaitsFor::Thread(name) => name.clone(),
-                WaitsFor::Task(_) => break,
-                WaitsFor::Lock { holder, .. } => holder.clone(),
-            };
-            if let Some(at) = chain.iter().position(|n| *n == next) {
-                let mut cycle = chain[at..].to_vec();
-                cycle.push(next.clone());
+        match scene.follow(start, &mut lines) {
+            ChainEnd::Cycle(cycle) => {
                 let arrows = cycle
                     .iter()
                     .map(|n| format!("`{n}`"))
                     .collect::<Vec<_>>()
                     .join(" → ");
-                let line = format!("=> a cycle: {arrows}. None of them can move: a deadlock");
-                if !lines.contains(&line) {
-                    lines.push(line);
-                }
+                push_once(
+                    &mut lines,
+                    format!("=> a cycle: {arrows}. None of them can move: a deadlock"),
+                );
                 verdict = Some(Verdict::Deadlock);
-                break;
             }
-            chain.push(next.clone());
-            match blocked_by_name(&next) {
-                Some(thread) => current = thread,
-                None => break,
+            ChainEnd::LostCompletion {
+                receive,
+                socket,
+                waiter,
+            } => {
+                lines.push(format!(
+                    "receive #{receive} (socket {socket}) completed at once: its result \
+                     went back to the code that started it, and no callback will \
+                     ever run"
+                ));
+                lines.push(format!(
+                    "=> thread `{waiter}` waits for a completion that was already delivered \
+                     and dropped: a lost completion"
+                ));
+                verdict.get_or_insert(Verdict::LostCompletion);
             }
+            ChainEnd::DeliveredYetWaiting { receive, waiter } => push_once(
+                &mut lines,
+                format!(
+                    "receive #{receive}'s callback has run, yet thread `{waiter}` still waits \
+                     for it: whatever the callback handed the result to has not \
+                     delivered it (work queued behind a blocked thread, or a lost \
+                     wake-up)"
+                ),
+            ),
+            ChainEnd::Unknown => {}
         }
     }
     if verdict.is_none() {
-        // Only pools whose busy threads are blocked in this scenario: another
-        // scenario's pool is none of this one's business.
-        let blocked_here = |name: &String| blocked_by_name(name).is_some();
-        for pool in starving.iter().filter(|p| p.busy.iter().any(blocked_here)) {
-            let threads = pool
-                .busy
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            lines.push(format!(
-                "pool `{}` has {} work item(s) queued, and every thread it has is busy: \
-                 {threads}",
-                pool.pool, pool.queued
-            ));
-            if pool.can_grow {
-                lines.push(format!(
-                    "=> starvation: the queued work waits for a thread; pool `{}` adds one \
-                     once nothing has been dequeued for {} ms",
-                    pool.pool,
-                    crate::pool::GATE_PERIOD.as_millis()
-                ));
-                verdict.get_or_insert(Verdict::Starvation);
-            } else {
-                lines.push(format!(
-                    "=> pool `{}` is at its maximum of {} threads and adds none: the queued \
-                     work never runs, a deadlock",
-                    pool.pool, pool.max_threads
-                ));
-                verdict = Some(Verdict::Deadlock);
-            }
-        }
+        verdict = starvation(&scene, &starving, &mut lines);
     }
     if verdict.is_none() {
-        for thread in &threads {
-            if thread.blocked.is_none() {
-                for (what, count) in &thread.busy {
-                    if *count >= SPIN_THRESHOLD {
-                        lines.push(format!(
-                            "thread `{}` is not blocked, but it has done `{what}` more than \
-                             {SPIN_THRESHOLD} times: a busy loop",
-                            thread.name
-                        ));
-                        verdict = Some(Verdict::Spinning);
-                    }
-                }
-            }
-        }
+        verdict = spinning(&scene, &mut lines);
     }
     if lines.is_empty() {
         lines.push("no thread recorded what it is waiting for".to_string());
@@ -760,29 +784,74 @@ pub fn diagnose(since: Instant) -> Diagnosis {
     }
 }
 
+/// The pools whose busy threads are blocked in this scenario, with work
+/// queued behind them: a starvation if they can grow, a deadlock if not.
+/// Another scenario's pool is none of this one's business.
+fn starvation(
+    scene: &Scene<'_>,
+    starving: &[Starving],
+    lines: &mut Vec<String>,
+) -> Option<Verdict> {
+    let mut verdict = None;
+    let blocked_here = |name: &String| scene.blocked_by_name(name).is_some();
+    for pool in starving.iter().filter(|p| p.busy.iter().any(blocked_here)) {
+        let threads = pool
+            .busy
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(format!(
+            "pool `{}` has {} work item(s) queued, and every thread it has is busy: \
+             {threads}",
+            pool.pool, pool.queued
+        ));
+        if pool.can_grow {
+            lines.push(format!(
+                "=> starvation: the queued work waits for a thread; pool `{}` adds one \
+                 once nothing has been dequeued for {} ms",
+                pool.pool,
+                crate::pool::GATE_PERIOD.as_millis()
+            ));
+            verdict.get_or_insert(Verdict::Starvation);
+        } else {
+            lines.push(format!(
+                "=> pool `{}` is at its maximum of {} threads and adds none: the queued \
+                 work never runs, a deadlock",
+                pool.pool, pool.max_threads
+            ));
+            verdict = Some(Verdict::Deadlock);
+        }
+    }
+    verdict
+}
+
+/// Threads that are not blocked but keep counting the same [`busy`] work.
+fn spinning(scene: &Scene<'_>, lines: &mut Vec<String>) -> Option<Verdict> {
+    let mut verdict = None;
+    for thread in scene.threads.iter().filter(|t| t.blocked.is_none()) {
+        for (what, count) in &thread.busy {
+            if *count >= SPIN_THRESHOLD {
+                lines.push(format!(
+                    "thread `{}` is not blocked, but it has done `{what}` more than \
+                     {SPIN_THRESHOLD} times: a busy loop",
+                    thread.name
+                ));
+                verdict = Some(Verdict::Spinning);
+            }
+        }
+    }
+    verdict
+}
+
 /// When the environment variable `AWD_TIMELINE` names a file, writes every
-/// recorded event there, one per line: microseconds, thread, event. The
-/// book's timeline figures are drawn from these files.
+/// recorded event there, one line each, in the format [`timeline`] defines.
+/// The book's timeline figures are drawn from these files.
 pub fn write_timeline_if_asked() {
     let Some(path) = std::env::var_os("AWD_TIMELINE") else {
         return;
     };
-    let mut text = String::new();
-    for event in events() {
-        let what = match &event.what {
-            EventKind::Begin(what) => format!("begin\t{what}"),
-            EventKind::End => "end".to_string(),
-            EventKind::Blocked(waits_for) => format!("blocked\t{waits_for}"),
-            EventKind::Unblocked => "unblocked".to_string(),
-            EventKind::Mark(what) => format!("mark\t{what}"),
-        };
-        text.push_str(&format!(
-            "{}\t{}\t{what}\n",
-            event.at.as_micros(),
-            event.thread
-        ));
-    }
-    if let Err(e) = std::fs::write(&path, text) {
+    if let Err(e) = std::fs::write(&path, timeline::write(&events())) {
         eprintln!(
             "cannot write the timeline to {}: {e}",
             path.to_string_lossy()

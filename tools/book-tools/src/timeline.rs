@@ -10,79 +10,35 @@
 //! The SVG is meant to be inlined in a chapter, so it carries no colours of
 //! its own: `theme/listings.css` styles its classes for every theme.
 
+//!
+//! # The records
+//!
+//! The events come from the lines `awd::waits::write_timeline_if_asked`
+//! writes. Their format, and the types they are read into, are defined once,
+//! in `listings/awd/src/waits/timeline.rs`, which this module compiles by
+//! path as [`record`]: that file uses only the standard library, so this
+//! crate (an mdBook preprocessor, which must stay light) never depends on
+//! the support crate to read a record. A test below reads lines that the
+//! support crate itself writes.
+
 use std::fmt::Write as _;
+use std::time::Duration;
 
-/// One recorded event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// Microseconds since the program's first event.
-    pub micros: u64,
-    /// The thread it happened on.
-    pub thread: String,
-    /// What happened.
-    pub kind: Kind,
-}
+#[path = "../../../listings/awd/src/waits/timeline.rs"]
+pub mod record;
 
-/// The kinds of events a timeline draws.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// The thread starts running something.
-    Begin(String),
-    /// The thread finishes the innermost thing it began.
-    End,
-    /// The thread blocks, waiting for something.
-    Blocked(String),
-    /// The thread stops being blocked.
-    Unblocked,
-    /// Something happens at an instant.
-    Mark(String),
-}
-
-/// Parses the tab-separated lines `awd::waits::write_timeline_if_asked`
-/// writes: microseconds, thread, kind, and (for some kinds) a text.
-pub fn parse(tsv: &str) -> Result<Vec<Event>, String> {
-    let mut events = Vec::new();
-    for (index, line) in tsv.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split('\t').collect();
-        let bad = || format!("timeline line {}: cannot read {line:?}", index + 1);
-        let (micros, thread, kind) = match fields.as_slice() {
-            [micros, thread, kind, ..] => (micros.parse().map_err(|_| bad())?, thread, kind),
-            _ => return Err(bad()),
-        };
-        let text = || fields.get(3).map(|t| t.to_string()).ok_or_else(bad);
-        let kind = match *kind {
-            "begin" => Kind::Begin(text()?),
-            "end" => Kind::End,
-            "blocked" => Kind::Blocked(text()?),
-            "unblocked" => Kind::Unblocked,
-            "mark" => Kind::Mark(text()?),
-            _ => return Err(bad()),
-        };
-        events.push(Event {
-            micros,
-            thread: thread.to_string(),
-            kind,
-        });
-    }
-    Ok(events)
-}
+pub use record::{parse, Event, EventKind, WaitsFor};
 
 /// What a blocked thread waits for, as a figure writes it.
-fn waits_for(text: &str) -> String {
-    if let Some(rest) = text.strip_prefix("work that only thread ") {
-        let name = rest.strip_suffix(" can run").unwrap_or(rest);
-        return format!("blocked: waits for thread {name}");
+fn waits_for(what: &WaitsFor) -> String {
+    match what {
+        WaitsFor::Receive(id) => format!("blocked: waits for receive #{id}"),
+        WaitsFor::Thread(name) => format!("blocked: waits for thread `{name}`"),
+        WaitsFor::Task(name) => format!("blocked: waits for the task `{name}` to finish"),
+        WaitsFor::Lock { lock, holder } => {
+            format!("blocked: waits for lock `{lock}`, held by `{holder}`")
+        }
     }
-    if let Some(rest) = text.strip_prefix("the lock ") {
-        return match rest.split_once(", held by thread ") {
-            Some((lock, holder)) => format!("blocked: waits for lock {lock}, held by {holder}"),
-            None => format!("blocked: waits for lock {rest}"),
-        };
-    }
-    format!("blocked: waits for {text}")
 }
 
 fn escape(text: &str) -> String {
@@ -98,13 +54,13 @@ const TOP: usize = 56;
 const ROW: usize = 24;
 
 /// The label each event gets in a figure.
-fn label(kind: &Kind) -> Option<String> {
+fn label(kind: &EventKind) -> String {
     match kind {
-        Kind::Begin(what) => Some(format!("runs {what}")),
-        Kind::End => Some("returns".to_string()),
-        Kind::Blocked(what) => Some(waits_for(what)),
-        Kind::Unblocked => Some("unblocked".to_string()),
-        Kind::Mark(what) => Some(what.clone()),
+        EventKind::Begin(what) => format!("runs {what}"),
+        EventKind::End => "returns".to_string(),
+        EventKind::Blocked(what) => waits_for(what),
+        EventKind::Unblocked => "unblocked".to_string(),
+        EventKind::Mark(what) => what.clone(),
     }
 }
 
@@ -166,17 +122,17 @@ pub fn render(events: &[Event], verdict: &[String], title: &str) -> String {
     let mut depth_of = std::collections::HashMap::<String, usize>::new();
     let mut spans = String::new();
     let mut labels = String::new();
-    let first = events.first().map_or(0, |e| e.micros);
+    let first = events.first().map_or(Duration::ZERO, |e| e.at);
     for (row, event) in events.iter().enumerate() {
         let x = column(&event.thread);
         let y = row_y(row);
         let depth = *depth_of.get(&event.thread).unwrap_or(&0);
-        match &event.kind {
-            Kind::Begin(_) => {
+        match &event.what {
+            EventKind::Begin(_) => {
                 open.push((event.thread.clone(), row, depth));
                 depth_of.insert(event.thread.clone(), depth + 1);
             }
-            Kind::End => {
+            EventKind::End => {
                 if let Some(at) = open.iter().rposition(|(t, _, _)| *t == event.thread) {
                     let (_, start, d) = open.remove(at);
                     let _ = writeln!(
@@ -189,8 +145,8 @@ pub fn render(events: &[Event], verdict: &[String], title: &str) -> String {
                     depth_of.insert(event.thread.clone(), d);
                 }
             }
-            Kind::Blocked(_) => blocked.push((event.thread.clone(), row)),
-            Kind::Unblocked => {
+            EventKind::Blocked(_) => blocked.push((event.thread.clone(), row)),
+            EventKind::Unblocked => {
                 if let Some(at) = blocked.iter().rposition(|(t, _)| *t == event.thread) {
                     let (_, start) = blocked.remove(at);
                     let _ = writeln!(
@@ -200,7 +156,7 @@ pub fn render(events: &[Event], verdict: &[String], title: &str) -> String {
                     );
                 }
             }
-            Kind::Mark(_) => {
+            EventKind::Mark(_) => {
                 let _ = writeln!(
                     spans,
                     "<circle class=\"mark\" cx=\"{}\" cy=\"{y}\" r=\"3\"/>",
@@ -208,19 +164,19 @@ pub fn render(events: &[Event], verdict: &[String], title: &str) -> String {
                 );
             }
         }
-        let shift = match event.kind {
-            Kind::Begin(_) => depth,
-            _ => depth.saturating_sub(usize::from(matches!(event.kind, Kind::End))),
+        let shift = match event.what {
+            EventKind::Begin(_) => depth,
+            _ => depth.saturating_sub(usize::from(matches!(event.what, EventKind::End))),
         };
         let _ = writeln!(
             labels,
             "<text class=\"time\" x=\"4\" y=\"{}\">+{:.2} ms</text>\
              <text class=\"label\" x=\"{}\" y=\"{}\">{}</text>",
             y + 4,
-            (event.micros - first) as f64 / 1000.0,
+            event.at.saturating_sub(first).as_secs_f64() * 1000.0,
             x + 14 + shift * 6,
             y + 4,
-            escape(&label(&event.kind).unwrap_or_default()),
+            escape(&label(&event.what)),
         );
     }
     // Whatever is still running or blocked at the end never returned.
@@ -359,8 +315,89 @@ mod tests {
 
     const RUN: &str = "17\tserver\tmark\treceive #1 pending\n\
                        51\tawd-io\tbegin\tthe callback of receive #1\n\
-                       67\tawd-io\tblocked\treceive #2\n\
-                       79\tserver\tblocked\twork that only thread `awd-io` can run\n";
+                       67\tawd-io\tblocked\treceive\t2\n\
+                       79\tserver\tblocked\tthread\tawd-io\n";
+
+    #[test]
+    fn what_the_support_crate_records_is_read_back_field_by_field() {
+        let _limit = TestLimit::seconds(10);
+        use awd::waits::{self, WaitsFor as Recorded};
+        // Facts recorded by the support crate itself, on a thread of their own.
+        let text = std::thread::Builder::new()
+            .name("recorder".to_string())
+            .spawn(|| {
+                waits::start_recording();
+                let _callback = waits::activity("a callback");
+                waits::mark("receive #7 pending");
+                let lock = Recorded::Lock {
+                    lock: "latest".into(),
+                    holder: "awd-io".into(),
+                };
+                for waits_for in [
+                    Recorded::Receive(7),
+                    Recorded::Thread("awd-io".into()),
+                    Recorded::Task("receive_reading#1".into()),
+                    lock,
+                ] {
+                    waits::blocking("a wait", waits_for, || ());
+                }
+                let mine = waits::events()
+                    .into_iter()
+                    .filter(|e| e.thread == "recorder")
+                    .collect::<Vec<_>>();
+                waits::timeline::write(&mine)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let events = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let blocked: Vec<WaitsFor> = events
+            .iter()
+            .filter_map(|e| match &e.what {
+                EventKind::Blocked(what) => Some(what.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            blocked,
+            vec![
+                WaitsFor::Receive(7),
+                WaitsFor::Thread("awd-io".into()),
+                WaitsFor::Task("receive_reading#1".into()),
+                WaitsFor::Lock {
+                    lock: "latest".into(),
+                    holder: "awd-io".into()
+                },
+            ]
+        );
+        assert!(events.iter().all(|e| e.thread == "recorder"));
+        assert_eq!(events[0].what, EventKind::Begin("a callback".into()));
+        assert_eq!(events[1].what, EventKind::Mark("receive #7 pending".into()));
+        // Read and written again, the text is the same, byte for byte.
+        assert_eq!(record::write(&events), text);
+        let said = statements(&render(&events, &[], "x"));
+        for label in [
+            "label: blocked: waits for receive #7",
+            "label: blocked: waits for thread `awd-io`",
+            "label: blocked: waits for the task `receive_reading#1` to finish",
+            "label: blocked: waits for lock `latest`, held by `awd-io`",
+        ] {
+            assert!(said.contains(&label.to_string()), "{label}: {said:?}");
+        }
+    }
+
+    #[test]
+    fn a_tab_or_a_line_break_in_a_text_cannot_break_a_record() {
+        let _limit = TestLimit::seconds(5);
+        let event = Event {
+            at: Duration::from_micros(5),
+            thread: "a\tthread".into(),
+            what: EventKind::Mark("two\nlines".into()),
+        };
+        let read = parse(&record::write(&[event])).unwrap();
+        assert_eq!(read[0].thread, "a thread");
+        assert_eq!(read[0].what, EventKind::Mark("two lines".into()));
+    }
 
     #[test]
     fn figures_are_drawn_under_target_unless_asked_into_the_book() {
@@ -403,6 +440,10 @@ mod tests {
         let _limit = TestLimit::seconds(5);
         assert!(parse("x\ty\n").is_err());
         assert!(parse("1\tt\tbegin\n").is_err());
+        assert!(parse("1\tt\tblocked\treceive\tseven\n").is_err());
+        assert!(parse("1\tt\tblocked\tlock\tlatest\n").is_err());
+        // The English of a report is not a record.
+        assert!(parse("1\tt\tblocked\twork that only thread `x` can run\n").is_err());
         let report = "watchdog: `ui` did not finish within 300 ms: deadlock\n  thread ...\n  => a cycle: `ui` → `ui`. None of them can move: a deadlock\n";
         assert_eq!(
             verdict(report),
