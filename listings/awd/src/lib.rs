@@ -12,6 +12,8 @@
 //! - [`reactor_socket`]: the same receive contract driven by tokio's own
 //!   reactor, with callbacks on the runtime's thread and no I/O thread
 //!   (chapter 10);
+//! - [`contract`]: the contract both sockets keep, stated once, and the
+//!   refusals they share;
 //! - [`message_loop`]: a UI thread's message loop, the counterpart of a .NET
 //!   `SynchronizationContext`, and `.Result` on it (chapter 4);
 //! - [`pool`]: a thread pool that adds threads slowly, as .NET's does, where
@@ -26,6 +28,7 @@
 
 pub mod bridge;
 pub mod completion_source;
+pub mod contract;
 pub mod frame;
 pub mod message_loop;
 pub mod pool;

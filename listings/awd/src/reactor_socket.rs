@@ -6,27 +6,12 @@
 //!
 //! # The contract
 //!
-//! [`ReactorSocket::receive`] keeps [`CallbackSocket::receive`]'s two ways of
-//! finishing, and its results:
-//!
-//! - [`Start::Ready`]: the receive finished while it was being started (the
-//!   bytes were already buffered, or the error is immediate). **The callback is
-//!   not called.**
-//! - [`Start::Pending`]: the callback runs later, **exactly once**, with the
-//!   result, from the socket's driver task on the runtime: on the runtime's
-//!   only thread on a `current_thread` runtime, on a worker on a
-//!   multi-threaded one.
-//!
-//! | situation | outcome |
-//! |---|---|
-//! | zero-length buffer | `Ready(Err(InvalidInput))` |
-//! | a receive started while another receive is pending | `Ready(Err(ResourceBusy))` |
-//! | a receive started on a closed socket | `Ready(Err(NotConnected))` |
-//! | the socket closed, or its last handle dropped, with a receive pending | its callback runs with `Err(ConnectionAborted)`, from a task on the runtime |
-//! | the runtime shut down with a receive pending | its callback runs with `Err(ConnectionAborted)`, on the thread that shuts it down |
-//! | a receive that would wait, started after the runtime shut down | `Ready(Err(ConnectionAborted))` |
-//!
-//! `Ok(0)` is the end of the stream, as before.
+//! [`ReactorSocket::receive`] keeps the contract that [`crate::contract`]
+//! states for both of the book's sockets, with [`CallbackSocket::receive`]'s
+//! two ways of finishing and its results. [`Start::Pending`]'s callback runs
+//! from the socket's driver task on the runtime: on the runtime's only
+//! thread on a `current_thread` runtime, on a worker on a multi-threaded
+//! one.
 //!
 //! # How
 //!
@@ -73,7 +58,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 
-use crate::socket::{error, lock, refused_receive, Received, Start};
+use crate::contract::{error, lock, refused_receive, Received, Start};
 
 type ReceiveCallback = Box<dyn FnOnce(Received) + Send>;
 
@@ -137,15 +122,18 @@ impl Shared {
             // once (a task out of budget), and the waker must find nothing
             // of ours held. It only schedules the driver anyway.
             let readiness = self.fd.poll_read_ready(cx);
+            // Declared before the guard, so dropped after it: a waker's drop
+            // may run its executor's code, never under this module's lock.
+            let _replaced: Option<Waker>;
             let mut state = lock(&self.state);
             if state.closed {
                 return Poll::Ready(None);
             }
             state.driver_idle = false;
-            match &state.driver {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => state.driver = Some(cx.waker().clone()),
-            }
+            _replaced = match &state.driver {
+                Some(waker) if waker.will_wake(cx.waker()) => None,
+                _ => state.driver.replace(cx.waker().clone()),
+            };
             let mut ready = match readiness {
                 Poll::Pending => return Poll::Pending, // the reactor wakes us
                 // The runtime is shutting down: no readiness will ever come.

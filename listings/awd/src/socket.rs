@@ -8,27 +8,10 @@
 //!
 //! # The contract
 //!
-//! [`CallbackSocket::receive`] and [`CallbackSocket::send`] return a [`Start`]:
-//!
-//! - [`Start::Ready`]: the operation finished while it was being started (the
-//!   bytes were already buffered, or the error is immediate). The result is in
-//!   your hands now and **the callback is not called**.
-//! - [`Start::Pending`]: the operation waits. The callback runs later,
-//!   **exactly once**, on the I/O thread, with the result.
-//!
-//! A receive's result is the number of bytes placed at the front of the buffer;
-//! `Ok(0)` is the end of the stream (the peer closed its side). Failures (a
-//! reset connection, a closed socket) come through the same result.
-//!
-//! | situation | outcome |
-//! |---|---|
-//! | zero-length buffer | `Ready(Err(InvalidInput))` |
-//! | a receive started while another receive is pending (same for sends) | `Ready(Err(ResourceBusy))` |
-//! | an operation started on a closed socket | `Ready(Err(NotConnected))` |
-//! | the socket closed, or the I/O thread stopped, while an operation is pending | its callback runs on the I/O thread with `Err(ConnectionAborted)` |
-//! | an operation started after the I/O thread stopped | `Ready(Err(ConnectionAborted))`, saying why it stopped |
-//!
-//! No operation is ever dropped silently, and no input makes this module panic.
+//! [`CallbackSocket::receive`] and [`CallbackSocket::send`] return a [`Start`],
+//! and keep the contract that [`crate::contract`] states for both of the
+//! book's sockets: `Ready` means the callback is not called; `Pending` means
+//! it runs later, **exactly once**, on the I/O thread, with the result.
 //!
 //! # When a callback panics
 //!
@@ -53,6 +36,71 @@
 //! Whether a receive completes at once or later depends on whether the bytes
 //! were already there. Tests must control that, so a socket tells when a receive
 //! is really pending: [`CallbackSocket::wait_for_pending_receive`].
+//!
+//! # Locks
+//!
+//! Every lock this module takes, and who takes it:
+//!
+//!  * `receiving` - one per socket: its receiving side (the pending receive,
+//!    `closed`, the refusal). A receive holds it across its `read` and its
+//!    registration, so that readiness arriving in between finds the receive
+//!    registered. The condition variable `receive_registered` goes with it
+//!    ([`CallbackSocket::wait_for_pending_receive`]).
+//!
+//!  * `sending` - one per socket: its sending side. A send holds it across
+//!    its `write` calls and the change of what the poll listens for, so that
+//!    the I/O thread's `continue_send` cannot stop listening for writability
+//!    after a send re-armed it.
+//!
+//!  * `sockets` - one per I/O thread: the sockets it drives, by token, and
+//!    why it stopped, once it has.
+//!
+//!  * `jobs` - one per I/O thread: the jobs posted to it.
+//!
+//!  * the facts of [`crate::waits`] - one per process, taken inside
+//!    [`waits::receive_started`],
+//!    [`waits::receive_now`] and
+//!    [`waits::activity`].
+//!
+//! Which may nest: exactly one pair, in one order. A receive numbers itself
+//! and records that it is pending under `receiving`, so `receiving` →
+//! the facts of `waits`: the I/O thread's record that it delivered the
+//! receive cannot come before the record that it was pending. The facts
+//! are a leaf: while they are held, no other lock is taken. `receiving` and
+//! `sending` are never held together (closing takes one, then the other),
+//! `sockets` and `jobs` are each taken alone, and no lock of this module is
+//! held while its thread waits for another thread: the last handle joins
+//! the I/O thread holding none, and a wait on `receive_registered` releases
+//! `receiving` while it sleeps.
+//!
+//! No callback, waker or continuation runs under any of them, and no job
+//! either: each is taken out of the state first, and called after the lock
+//! is released. That includes a callback that is dropped without being
+//! called (a receive that went `Ready`): it may own the last handle of
+//! something whose drop runs code, such as a completion source that it
+//! abandons. So a callback may use its own socket in every way: start the
+//! next receive, send, close it, drop the last handle
+//! (`tests/socket_locks.rs`).
+//!
+//! Elsewhere in the crate the same rule holds, and every pair of locks held
+//! together ends at a lock under which nothing else is taken:
+//!
+//!  * the completion source's two locks are each taken alone (the `# Locks`
+//!    of [`crate::completion_source`]);
+//!
+//!  * a thread pool ([`crate::pool`]) records a thread it adds while it holds
+//!    its `state`: pool `state` → the facts of `waits`, and pool `state` →
+//!    the list of injections. A diagnosis reads the pools before it takes
+//!    the facts, never while it holds them;
+//!
+//!  * a [`WatchedMutex`](crate::waits::WatchedMutex) notes its holder, and
+//!    a waiter records that it stopped waiting, while the watched lock is
+//!    held: the watched lock → its holder's name, and the watched lock → the
+//!    facts of `waits`.
+//!
+//! So these locks cannot form a cycle among themselves. What a listing's own
+//! code does while it holds a lock is the listing's business: chapter 3
+//! builds a deadlock from a `WatchedMutex` on purpose.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -60,7 +108,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -70,43 +118,13 @@ use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+pub use crate::contract::{Received, Sent, Start};
+
+use crate::contract::{error, lock, refused_receive};
 use crate::waits::{self, ReceiveState};
 
 /// The name of every I/O thread.
 pub const IO_THREAD_NAME: &str = "awd-io";
-
-/// How an operation started: finished now, or a callback will follow.
-///
-/// Ignoring it is a bug, the lost completion of chapter 1: a `Ready` result
-/// is the only report of an operation that finished at once.
-#[derive(Debug)]
-#[must_use = "a `Ready` result is the only report of an operation that finished at once"]
-pub enum Start<T> {
-    /// Finished while starting; the callback will not be called.
-    Ready(T),
-    /// The callback will be called later, once, on the I/O thread.
-    Pending,
-}
-
-/// The result of a receive: the buffer handed in, and how many bytes at its
-/// front were received (`Ok(0)` at the end of the stream).
-#[derive(Debug)]
-pub struct Received {
-    /// The caller's buffer, given back.
-    pub buffer: Vec<u8>,
-    /// Bytes received, or why not.
-    pub result: io::Result<usize>,
-}
-
-impl Received {
-    /// The received bytes, if the receive succeeded.
-    pub fn bytes(&self) -> Option<&[u8]> {
-        self.result.as_ref().ok().map(|&n| &self.buffer[..n])
-    }
-}
-
-/// The result of a send: how many bytes were sent (all of them, on success).
-pub type Sent = io::Result<usize>;
 
 type ReceiveCallback = Box<dyn FnOnce(Received) + Send>;
 type SendCallback = Box<dyn FnOnce(Sent) + Send>;
@@ -121,37 +139,6 @@ thread_local! {
 /// True when called on an I/O thread (for example from inside a callback).
 pub fn on_io_thread() -> bool {
     ON_IO_THREAD.with(|flag| flag.get())
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A callback that panicked elsewhere must not wedge the socket: the state
-    // it protects is updated in single steps and stays consistent.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn error(kind: ErrorKind, message: &str) -> io::Error {
-    io::Error::new(kind, message.to_string())
-}
-
-/// The receives the contract refuses at once, whatever drives the socket:
-/// into a zero-length buffer, on a closed socket, or while another receive
-/// is pending.
-pub(crate) fn refused_receive(buffer: &[u8], closed: bool, pending: bool) -> Option<io::Error> {
-    if buffer.is_empty() {
-        Some(error(
-            ErrorKind::InvalidInput,
-            "cannot receive into a zero-length buffer",
-        ))
-    } else if closed {
-        Some(error(ErrorKind::NotConnected, "the socket is closed"))
-    } else if pending {
-        Some(error(
-            ErrorKind::ResourceBusy,
-            "a receive is already pending on this socket",
-        ))
-    } else {
-        None
-    }
 }
 
 struct PendingReceive {
@@ -250,14 +237,15 @@ impl Core {
 /// dropped.
 struct Owner {
     core: Arc<Core>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Taken once, by the drop; no lock needed.
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
         self.core.stopping.store(true, Ordering::SeqCst);
         let _ = self.core.waker.wake();
-        if let Some(handle) = lock(&self.thread).take() {
+        if let Some(handle) = self.thread.take() {
             // Dropping the last handle from a callback must not join the
             // thread that runs the callback.
             if handle.thread().id() != thread::current().id() {
@@ -296,7 +284,7 @@ impl IoThread {
         Ok(IoThread {
             owner: Arc::new(Owner {
                 core,
-                thread: Mutex::new(Some(handle)),
+                thread: Some(handle),
             }),
         })
     }
@@ -595,7 +583,9 @@ impl CallbackSocket {
         let ready = |buffer, result| Start::Ready(Received { buffer, result });
         // The attempt and the registration happen under one lock: readiness
         // that arrives in between is handled by the I/O thread only after the
-        // receive is registered, so no wake-up is lost.
+        // receive is registered, so no wake-up is lost. A callback that is not
+        // registered is dropped when this returns, after the guard (parameters
+        // are dropped after locals): never under the lock.
         let mut state = lock(&self.shared().receiving);
         if let (Some(why), false) = (&state.refusal, buffer.is_empty()) {
             return ready(buffer, Err(error(ErrorKind::ConnectionAborted, why)));

@@ -155,7 +155,7 @@ pub fn write(events: &[Event]) -> String {
     events.iter().map(|e| e.line() + "\n").collect()
 }
 
-/// Reads what [`write`] wrote (blank lines are skipped). An error names the
+/// Reads what [`write()`] wrote (blank lines are skipped). An error names the
 /// first line that is not in the format.
 pub fn parse(text: &str) -> Result<Vec<Event>, String> {
     text.lines()
