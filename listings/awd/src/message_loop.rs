@@ -22,6 +22,42 @@
 //! that has to suspend. The task's waker captures the loop: waking it posts
 //! the rest of the future to the loop's queue, and [`crate::waits`] records
 //! who posted what. Then `result_of` blocks the thread until the rest has run.
+//!
+//! # State
+//!
+//! A task is a future in a slot, `future`, and the loop it belongs to,
+//! `home`. Its states, as [`crate::waits`] records them for reports:
+//!
+//!  * `Queued` - in its loop's `queue`. [`post`] puts a new task there, and
+//!    so does waking it (`Wake::wake`), from any thread: that is the posting
+//!    a report names.
+//!
+//!  * `Running` - taken from the queue by the loop's thread and being
+//!    polled. Only the loop's thread polls, so a task runs on its loop's
+//!    thread whoever woke it. [`result_of`] runs its task once at once, on
+//!    the calling thread, which is the loop's.
+//!
+//!  * `Suspended` - the poll returned `Pending`; the task waits for a wake,
+//!    outside the queue. A wake during the poll has queued it already, and it
+//!    stays `Queued`.
+//!
+//!  * `Finished` - the poll returned `Ready`: the slot is emptied, and a late
+//!    wake queues a task that has nothing left to run.
+//!
+//! `started` (an `AtomicBool`) is false until the first poll, only to tell
+//! a report "up to its first wait" from "the rest": `Relaxed`, as only the
+//! loop's thread reads and writes it.
+//!
+//! # Locks
+//!
+//! `queue` and `idle` (the loop's waker while it has nothing to run) are
+//! each taken alone, and nothing is taken under them; the waker is woken,
+//! or dropped when replaced, after both are released. A task's `future` is
+//! locked while it is polled, as tokio's `RUNNING` bit locks a task, and
+//! only the loop's thread takes it. The future's own code runs under it: it
+//! may take any lock, `queue` when it wakes a task, and another task's
+//! `future` when it calls [`result_of`], which polls a task it has just
+//! made.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -153,9 +189,14 @@ impl MessageLoop {
             if let Poll::Ready(output) = first.as_mut().poll(cx) {
                 return Poll::Ready(output);
             }
-            *shared.idle.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
-            // A message posted before the waker was stored found no waker to
-            // wake: look once more before going idle.
+            let replaced = shared
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replace(cx.waker().clone());
+            drop(replaced); // after the lock: a waker's drop is its executor's code
+                            // A message posted before the waker was stored found no waker to
+                            // wake: look once more before going idle.
             if shared
                 .queue
                 .lock()
