@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -190,18 +191,18 @@ impl Facts {
 /// Facts are recorded once a watchdog has started watching in this process
 /// (or a timeline was asked for): a program that nobody watches, such as a
 /// benchmark, pays for none of this bookkeeping.
-static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static RECORDING: AtomicBool = AtomicBool::new(false);
 
 /// Starts recording facts, for good: the watchdog calls it before it
 /// starts a scenario.
 pub fn start_recording() {
-    RECORDING.store(true, std::sync::atomic::Ordering::SeqCst);
+    RECORDING.store(true, Ordering::SeqCst);
 }
 
 /// True when facts are being recorded.
 pub fn recording() -> bool {
     static TIMELINE_ASKED: OnceLock<bool> = OnceLock::new();
-    RECORDING.load(std::sync::atomic::Ordering::Relaxed)
+    RECORDING.load(Ordering::Relaxed)
         || *TIMELINE_ASKED.get_or_init(|| std::env::var_os("AWD_TIMELINE").is_some())
 }
 
@@ -288,8 +289,8 @@ pub fn last_receive_started_here() -> Option<u64> {
 
 /// A new receive, numbered from 1 in each process (recorded or not).
 pub fn receive_started(socket: u64) -> u64 {
-    static NEXT_RECEIVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let id = NEXT_RECEIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    static NEXT_RECEIVE: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_RECEIVE.fetch_add(1, Ordering::Relaxed);
     LAST_STARTED_HERE.with(|last| last.set(Some(id)));
     if !recording() {
         return id;

@@ -272,10 +272,10 @@ impl TestLimit {
         let watcher = Arc::clone(&finished);
         thread::spawn(move || {
             let (lock, changed) = &*watcher;
-            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
             let (guard, _) = changed
                 .wait_timeout_while(guard, limit, |done| !*done)
-                .unwrap_or_else(|e| e.into_inner());
+                .unwrap_or_else(PoisonError::into_inner);
             if !*guard {
                 eprintln!(
                     "\n{test}: still running after its {limit:?} limit; stopping the test process"
@@ -290,7 +290,7 @@ impl TestLimit {
 impl Drop for TestLimit {
     fn drop(&mut self) {
         let (lock, changed) = &*self.finished;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
         changed.notify_all();
     }
 }
