@@ -84,8 +84,8 @@
 //! # Locks
 //!
 //! The state's lock (with `done`) and `completes`' lock are each taken
-//! alone: neither is held while the other is taken, or while any other lock
-//! of the crate is. No waker is woken, no continuation runs, no job is
+//! alone: while either is held, neither the other nor any other lock of the
+//! crate is taken. No waker is woken, no continuation runs, no job is
 //! posted to the pool, and nothing is recorded for [`crate::waits`] while
 //! either is held; a waker replaced by a newer one is dropped after
 //! unlocking, as tokio's `Notify` does.

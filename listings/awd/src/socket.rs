@@ -58,8 +58,7 @@
 //!  * `jobs` - one per I/O thread: the jobs posted to it.
 //!
 //!  * the facts of [`crate::waits`] - one per process, taken inside
-//!    [`waits::receive_started`],
-//!    [`waits::receive_now`] and
+//!    [`waits::receive_started`], [`waits::receive_now`] and
 //!    [`waits::activity`].
 //!
 //! Which may nest: exactly one pair, in one order. A receive numbers itself
