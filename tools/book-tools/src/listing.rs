@@ -1,7 +1,7 @@
 //! Listing captions: the `<Listing>` tag a chapter wraps around a code block,
 //! checked against the repository and rendered as a `<figure>`.
 //!
-//! ```text
+//! ````text
 //! <Listing number="3-2" file="listings/ch03-deadlock-on-the-io-thread/listing-03-02/src/main.rs"
 //!          caption="The continuation blocks the I/O thread">
 //!
@@ -10,7 +10,7 @@
 //! ```
 //!
 //! </Listing>
-//! ```
+//! ````
 //!
 //! (The tag is written on one line.) Optional attributes: `run="cargo test -p …"`
 //! when the listing is run another way than `cargo run -p <package>`, and

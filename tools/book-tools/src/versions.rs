@@ -3,7 +3,7 @@
 //! tokio, futures and loom once; every listing's manifest (and the support
 //! crate's) writes the same version out in full, so that a listing copied
 //! out of the repository still builds on its own. [`check`] finds every
-//! manifest that disagrees; [`write`] makes them agree, which is how a bump
+//! manifest that disagrees; [`write()`] makes them agree, which is how a bump
 //! of tokio is done (`book versions --write`, MAINTAINING.md).
 //!
 //! Manifests are read line by line: a dependency line is `name = "x.y"` or

@@ -305,10 +305,10 @@ impl Mutant {
         let manifest = read("Cargo.toml")?;
         let awd = root.join("listings/awd");
         let manifest = manifest
-            .replacen(
+            // The package and its program both take the mutant's name.
+            .replace(
                 "name = \"listing-10-02\"",
                 &format!("name = {:?}", self.package),
-                1,
             )
             .replace(
                 "path = \"../../awd\"",
