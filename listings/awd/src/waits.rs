@@ -725,12 +725,21 @@ pub fn diagnose(since: Instant) -> Diagnosis {
     let mut lines = Vec::new();
     let mut verdict = None;
     scene.blocked_lines(&mut lines);
+    // A cycle is found once from each thread in it; it is reported once.
+    let mut cycles_reported: Vec<Vec<String>> = Vec::new();
     for start in &scene.threads {
         if scene.blocked(start).is_none() {
             continue;
         }
         match scene.follow(start, &mut lines) {
             ChainEnd::Cycle(cycle) => {
+                let mut members = cycle[..cycle.len().saturating_sub(1)].to_vec();
+                members.sort();
+                if cycles_reported.contains(&members) {
+                    verdict = Some(Verdict::Deadlock);
+                    continue;
+                }
+                cycles_reported.push(members);
                 let arrows = cycle
                     .iter()
                     .map(|n| format!("`{n}`"))
