@@ -211,6 +211,8 @@ async fn main() -> ExitCode {
          ({slots} build slots)",
         options.port
     );
+    // A reader's first edit then rebuilds only its listing.
+    tokio::spawn(Arc::clone(&runner).warm_up());
     let router = server::router(runner, access);
     let shutdown = async {
         shutdown_signal().await;

@@ -356,6 +356,67 @@ impl Runner {
         ended(outcome, status)
     }
 
+    /// Builds the dependencies of the book's listings into the first free
+    /// slot (slot 0 when the runner is idle) if it never built them, at low
+    /// priority, one build at a time, so that a reader's first edit of any
+    /// listing rebuilds only that listing. One
+    /// listing stands for all those whose manifests ask for the same
+    /// dependencies (features decide what cargo builds). Each build waits
+    /// in the queue as a reader's would; a finished one leaves a stamp.
+    pub async fn warm_up(self: Arc<Runner>) {
+        let mut seen = std::collections::HashSet::new();
+        let mut representatives = Vec::new();
+        for block in self.catalog.blocks.values() {
+            let Source::Include(include) = &block.source else {
+                continue;
+            };
+            let manifest =
+                std::fs::read_to_string(include.crate_dir.join("Cargo.toml")).unwrap_or_default();
+            let dependencies = manifest
+                .split("[dependencies]")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            if seen.insert(dependencies.clone()) {
+                representatives.push((block.clone(), dependencies));
+            }
+        }
+        for (block, dependencies) in &representatives {
+            let Ok(shown) = block.shown() else {
+                continue;
+            };
+            let Ok(ticket) = self.queue.join() else {
+                return;
+            };
+            // The first free slot: slot 0 when the runner is idle, which a
+            // reader's first edit of a listing also gets.
+            let slot = self.queue.wait(ticket, None, |_| {}).await;
+            let stamp = {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                dependencies.hash(&mut hasher);
+                self.work
+                    .join(format!("slot-{}/warm-{:016x}", slot.index, hasher.finish()))
+            };
+            if stamp.exists() {
+                continue;
+            }
+            let Ok(mut build) = self.prepare_build(block, &shown, true, &slot) else {
+                continue;
+            };
+            build.low_priority = true;
+            let (events, mut sink) = mpsc::channel(64);
+            let drain = tokio::spawn(async move { while sink.recv().await.is_some() {} });
+            let built = self.build(&build, block, &events, &Notify::new()).await;
+            drop(events);
+            let _ = drain.await;
+            if matches!(built, Ok(Built::Program(_))) {
+                let _ = std::fs::write(&stamp, "");
+                slot.built();
+            }
+        }
+    }
+
     /// Where and how to build: the workspace's own package, or a scratch
     /// copy rebuilt around the reader's code.
     fn prepare_build(
@@ -374,6 +435,7 @@ impl Runner {
                 source_file: include.crate_dir.join(&include.file),
                 file_in_messages: include.file.to_string_lossy().into_owned(),
                 shown_line: Vec::new(),
+                low_priority: false,
             }),
             (Source::Include(include), Some(package)) => {
                 let slot_dir = self.work.join(format!("slot-{}", slot.index));
@@ -392,6 +454,7 @@ impl Runner {
                     source_file: file,
                     file_in_messages: include.file.to_string_lossy().into_owned(),
                     shown_line: spliced.shown_line,
+                    low_priority: false,
                 })
             }
             (Source::Inline { text }, _) => {
@@ -434,6 +497,7 @@ impl Runner {
                     source_file: file,
                     file_in_messages: "src/main.rs".into(),
                     shown_line: (1..=lines).map(Some).collect(),
+                    low_priority: false,
                 })
             }
             (Source::Include(_), None) => Err("a listing block without a package".into()),
@@ -455,7 +519,13 @@ impl Runner {
         events: &mpsc::Sender<Event>,
         stop: &Notify,
     ) -> Result<Built, Outcome> {
-        let mut command = tokio::process::Command::new(&self.cargo);
+        let mut command = if build.low_priority {
+            let mut nice = tokio::process::Command::new("nice");
+            nice.args(["-n", "19"]).arg(&self.cargo);
+            nice
+        } else {
+            tokio::process::Command::new(&self.cargo)
+        };
         command
             .arg("build")
             .arg("--offline")
@@ -676,6 +746,8 @@ struct Build {
     source_file: PathBuf,
     file_in_messages: String,
     shown_line: Vec<Option<usize>>,
+    /// Built under `nice -n 19` (the warm-up).
+    low_priority: bool,
 }
 
 enum Built {
