@@ -197,7 +197,11 @@ impl Pool {
         let inner = &self.handle.inner;
         let mut state = inner.state();
         state.queue.push_back(Box::new(job));
-        if state.idle > 0 {
+        // An idle thread counts as idle until it has woken and taken the
+        // lock again, so jobs posted back to back would all count the same
+        // one: a thread is free for this job only if the queue, this job
+        // included, holds no more jobs than there are idle threads.
+        if state.queue.len() <= state.idle {
             drop(state);
             inner.work.notify_one();
         } else if state.threads < inner.config.min_threads {
@@ -470,6 +474,36 @@ mod tests {
             max_threads: 4,
             compensate_blocking_waits: compensate,
             numbered_threads: true,
+        }
+    }
+
+    #[test]
+    fn jobs_posted_back_to_back_do_not_share_one_idle_thread() {
+        let _limit = TestLimit::seconds(20);
+        for _ in 0..20 {
+            let pool = Pool::new("back-to-back", config(2, false));
+            // One thread, idle once its first job is done.
+            let (done, first) = mpsc::channel();
+            pool.post(move || done.send(()).unwrap());
+            first.recv_timeout(Duration::from_secs(5)).unwrap();
+            while pool.handle.inner.state().idle == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+            // A waits for B; both are posted while that one thread is idle.
+            // B must get a thread of its own, the pool being below its
+            // minimum, not the notification A already took.
+            let (b_ran, a_waits) = mpsc::channel();
+            let (a_done, a_finished) = mpsc::channel();
+            pool.post(move || {
+                let ran = a_waits.recv_timeout(Duration::from_secs(2)).is_ok();
+                a_done.send(ran).unwrap();
+            });
+            pool.post(move || b_ran.send(()).unwrap());
+            let ran = a_finished.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert!(
+                ran,
+                "the second job never ran: it counted the first job's thread"
+            );
         }
     }
 
