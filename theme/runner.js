@@ -421,6 +421,10 @@
         if (this.controller) {
             this.controller.abort();
         }
+        this.verdict.textContent = 'Stopped.';
+        this.verdict.dataset.outcome = 'stopped';
+        this.verdict.dataset.asPromised = 'false';
+        this.verdict.hidden = false;
         this.say('Stopped.');
     };
 
@@ -491,6 +495,17 @@
         if (info && blocks.length) {
             loadBlocks(info);
         }
+        // The runner's address opened on a page that is already shown.
+        window.addEventListener('hashchange', function () {
+            if (/^#awd-runner=/.test(location.hash)) {
+                readFragment();
+                const info = runnerInfo();
+                if (info && blocks.length) {
+                    blocks.forEach(function (b) { b.say(''); });
+                    loadBlocks(info);
+                }
+            }
+        });
     }
 
     if (document.readyState === 'loading') {
