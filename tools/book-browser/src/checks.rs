@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::png;
+use crate::accessibility::Audit;
+use crate::browser::{self, LogEntry, Session};
 use crate::report::Report;
+use crate::runner::{Runner, RunnerCheck};
 use crate::scripts;
 use crate::server::BookServer;
 use crate::styles::{self, Kind, ADMONITIONS, CAPTIONS};
-use crate::webdriver::{self, LogEntry, Session};
 
 /// The page size every check and screenshot uses.
 pub const VIEWPORT: (u32, u32) = (1280, 900);
@@ -91,6 +92,13 @@ pub struct BookCheck<'run> {
     out_of_time: bool,
     /// The close-up screenshots taken, as (kind, theme).
     close_ups: BTreeSet<(&'static str, String)>,
+    /// axe-core, when it is installed.
+    audit: Option<Audit>,
+    /// The book's runner, and a second server of the book (another
+    /// origin), when the runner is built.
+    runner: Option<(&'run Runner, String)>,
+    /// Only the runner's checks.
+    runner_only: bool,
 }
 
 impl<'run> BookCheck<'run> {
@@ -113,13 +121,38 @@ impl<'run> BookCheck<'run> {
             print_contents: None,
             out_of_time: false,
             close_ups: BTreeSet::new(),
+            audit: None,
+            runner: None,
+            runner_only: false,
         }
+    }
+
+    /// Uses the book's runner from the pages as well; `second_root` serves
+    /// the same book from another origin.
+    pub fn with_runner(
+        mut self,
+        runner: Option<(&'run Runner, String)>,
+        only: bool,
+    ) -> BookCheck<'run> {
+        self.runner = runner;
+        self.runner_only = only;
+        self
+    }
+
+    /// Audits every page in every theme with axe-core as well.
+    pub fn with_audit(mut self, audit: Option<Audit>) -> BookCheck<'run> {
+        self.audit = audit;
+        self
     }
 
     /// Runs every check; returns how many pages the book has.
     pub fn run(mut self) -> usize {
         if let Err(why) = self.prepare() {
             self.report.fail("(setup)", "open the book", why);
+            return self.pages.len();
+        }
+        if self.runner_only {
+            self.check_runner();
             return self.pages.len();
         }
         for theme in THEMES {
@@ -147,9 +180,15 @@ impl<'run> BookCheck<'run> {
                 result,
             );
         }
+        if self.in_time() {
+            self.check_runner();
+        }
         let leftovers = self.page_errors();
         self.report
             .record("(after the last page)", "no late console errors", leftovers);
+        if let Some(audit) = &self.audit {
+            print!("{}", audit.summary());
+        }
         self.pages.len()
     }
 
@@ -317,6 +356,14 @@ impl<'run> BookCheck<'run> {
         }
         let seen_before = self.blocks_seen;
         self.check_styles(page, theme);
+        if let Some(audit) = &mut self.audit {
+            let audited = audit.check_page(self.session, theme);
+            self.report.record(
+                &file,
+                &format!("no serious or critical axe-core finding [{theme}]"),
+                audited,
+            );
+        }
 
         if theme == "light" {
             self.pages[page].heading = state["heading"].as_str().map(str::to_string);
@@ -608,7 +655,7 @@ impl<'run> BookCheck<'run> {
                 scripts::LINK_TO_CLICK,
                 json!([scripts::FRAGMENT_LINK_SELECTOR, link.index]),
             )?;
-            match webdriver::element_id(&element) {
+            match browser::element_id(&element) {
                 Some(id) => session.click(&id)?,
                 None => session.navigate(&link.url)?,
             }
@@ -651,6 +698,60 @@ impl<'run> BookCheck<'run> {
         Ok(())
     }
 
+    /// The runner's checks ([`crate::runner`]), in both themes where they
+    /// concern the look of a run.
+    fn check_runner(&mut self) {
+        let Some((runner, second_root)) = self.runner.clone() else {
+            return;
+        };
+        let _ = self.page_errors();
+        let session = self.session;
+        let screenshot = |name: &str, centre_on: &str| self.save_screenshot(name, Some(centre_on));
+        let mut check = RunnerCheck {
+            session,
+            runner,
+            root: self.server.root_url(),
+            second_root,
+            screenshot: &screenshot,
+            outcomes: Vec::new(),
+        };
+        if check.connect() {
+            for theme in THEMES {
+                match session.execute(scripts::STORE_THEME, json!([theme])) {
+                    Ok(_) => check.check_listing_3_1(theme),
+                    Err(why) => check.outcomes.push((
+                        "(runner)".to_string(),
+                        format!("switch to {theme}"),
+                        Err(why),
+                    )),
+                }
+            }
+            check.check_stop();
+        }
+        let outcomes = std::mem::take(&mut check.outcomes);
+        let errors = self.page_errors();
+        // The second origin's refusals are console errors by design: it
+        // reads the log itself.
+        let mut second = RunnerCheck {
+            session,
+            runner,
+            root: self.server.root_url(),
+            second_root: check.second_root.clone(),
+            screenshot: &screenshot,
+            outcomes: Vec::new(),
+        };
+        second.check_second_origin();
+        let second_outcomes = std::mem::take(&mut second.outcomes);
+        for (page, what, result) in outcomes.into_iter().chain(second_outcomes) {
+            self.report.record(&page, &what, result);
+        }
+        self.report.record(
+            "(runner)",
+            "the runner's pages log no console errors",
+            errors,
+        );
+    }
+
     /// Search as a reader uses it: press `s`, type the word, see results.
     fn check_search(&mut self) -> Result<(), String> {
         self.load(0)?;
@@ -670,7 +771,7 @@ impl<'run> BookCheck<'run> {
             json!([]),
             SETTLE_LIMIT,
         )?;
-        session.press_key("s")?;
+        session.press_key('s')?;
         session.wait_for(
             "the search bar to open and take the focus after pressing s",
             scripts::SEARCH_BAR_FOCUSED,
@@ -698,7 +799,7 @@ impl<'run> BookCheck<'run> {
         self.session
             .execute(scripts::SCROLL_FOR_SCREENSHOT, json!([centre_on]))?;
         let image = self.session.screenshot()?;
-        let size = png::dimensions(&image)?;
+        let size = png_dimensions(&image)?;
         if size != VIEWPORT {
             return Err(format!(
                 "the screenshot is {}×{}, not {}×{}",
@@ -710,6 +811,16 @@ impl<'run> BookCheck<'run> {
         let path = self.screenshots.join(name);
         fs::write(&path, image).map_err(|e| format!("write {}: {e}", path.display()))
     }
+}
+
+/// The width and height of the PNG image `bytes`, read by the `png`
+/// decoder (which checks the header's signature and checksums).
+fn png_dimensions(bytes: &[u8]) -> Result<(u32, u32), String> {
+    let reader = png::Decoder::new(bytes)
+        .read_info()
+        .map_err(|e| format!("the screenshot is not a PNG: {e}"))?;
+    let info = reader.info();
+    Ok((info.width, info.height))
 }
 
 /// `url` without its `#fragment`.
