@@ -82,19 +82,34 @@ impl Ring {
         })
     }
 
+    // ANCHOR: push
     /// Pushes and submits one entry; the caller holds the state's lock.
+    ///
+    /// The eventfd is silenced while the entry is submitted: an operation
+    /// that completes during its own submission (a send, usually) is reaped
+    /// by its caller right after, and a signal for it would only wake the
+    /// driver for nothing. Completions that come later signal as usual.
     fn push(&self, _locked: &mut State, entry: io_uring::squeue::Entry) -> io::Result<()> {
         // SAFETY: the caller holds `state`, under which every submission
-        // queue is made: there is no other one.
-        let mut queue = unsafe { self.uring.submission_shared() };
+        // and completion queue is made: there is no other one.
+        let (mut queue, completions) = unsafe {
+            (
+                self.uring.submission_shared(),
+                self.uring.completion_shared(),
+            )
+        };
         // SAFETY: a buffer named by an entry is kept in `in_flight` until
         // its completion is reaped (see `start`); a cancel names none.
         let pushed = unsafe { queue.push(&entry) };
         drop(queue);
         pushed.map_err(|_| io::Error::other("the submission queue is full"))?;
-        self.uring.submit()?;
+        completions.disable_eventfd();
+        let submitted = self.uring.submit();
+        completions.enable_eventfd();
+        submitted?;
         Ok(())
     }
+    // ANCHOR_END: push
 
     /// Hands `buffer` to the kernel for the operation `entry` builds.
     fn start(
@@ -124,6 +139,9 @@ impl Ring {
                 };
             }
         }
+        drop(state);
+        // Reap what completed while the eventfd was silent (see `push`).
+        self.reap();
         Operation {
             ring: Arc::clone(self),
             id,
@@ -347,6 +365,10 @@ impl Drop for Operation {
                 state.in_flight.insert(self.id, InFlight::Parked { buffer });
                 let cancel = opcode::AsyncCancel::new(self.id).build().user_data(CANCEL);
                 let _ = self.ring.push(&mut state, cancel);
+                drop(state);
+                // A cancel usually completes, with its target, while it is
+                // submitted, and so signals nothing: reap now.
+                self.ring.reap();
             }
             // Completed but not taken: the kernel is done with it.
             Some(InFlight::Done { buffer, .. }) => drop(buffer),
