@@ -5,7 +5,7 @@
 //!
 //! - `cargo run -p listing-10-01` checks that every variant round-trips the
 //!   right bytes, on both layouts (a second or two).
-//! - `cargo bench -p listing-10-01` measures (a few minutes): it prints the
+//! - `cargo bench -p listing-10-01` measures (under a minute on two CPUs): it prints the
 //!   table and writes it to `target/costs.tsv`, which Listing 10-4 draws.
 //!   (`cargo run --release -p listing-10-01 -- --bench` does the same.)
 //! - `cargo run --release -p listing-10-01 -- --only waker` runs one variant
@@ -488,8 +488,9 @@ fn callback_rounds(chain: Arc<Chain>, mut buffer: Vec<u8>) {
 }
 
 /// Asynchronous continuations as .NET runs them: the continuation is
-/// registered before the receive starts, and `set_result` starts it on a new
-/// thread, whichever way the receive finishes.
+/// registered before the receive starts, and `set_result` queues it to the
+/// support crate's continuation pool (`awd::pool::continuations()`), where a
+/// pool thread runs it, whichever way the receive finishes.
 fn continuation_round(chain: Arc<Chain>, buffer: Vec<u8>) {
     let Some(byte) = chain.begin_round() else {
         return;
@@ -551,38 +552,63 @@ pub fn measure(variant: Variant, warm_up: usize, rounds: usize) -> io::Result<Sa
 }
 
 // ANCHOR: pin
-/// Lets this thread, and every thread it starts from now on, run only on
-/// `cpus` (`None`: every CPU this process was allowed at first).
+/// Lets every thread of this process, those running now and those started
+/// later (which inherit it), run only on `cpus` (`None`: every CPU this
+/// process was allowed at first). Threads that outlive a variant, such as the
+/// continuation pool's, move too.
 fn pin(cpus: Option<&[usize]>) -> io::Result<()> {
     static ALLOWED: Mutex<Option<Vec<usize>>> = Mutex::new(None);
     let mut allowed = lock(&ALLOWED);
-    // SAFETY: `cpu_set_t` is a plain bit set, for which all zeroes is a valid
-    // value (no CPU). `sched_getaffinity` and `sched_setaffinity` get a pointer
-    // to a live one and its exact size; pid 0 means the calling thread.
-    // `CPU_SET` and `CPU_ISSET` only touch the bit of a CPU below
-    // `CPU_SETSIZE`, which every index here is.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
     if allowed.is_none() {
-        if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let every =
-            (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) });
-        *allowed = Some(every.collect());
+        *allowed = Some(allowed_cpus()?);
     }
     let cpus = cpus.unwrap_or(allowed.as_deref().unwrap_or_default());
-    set = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu_set_t` is a plain bit set, for which all zeroes is a valid
+    // value (no CPU). `CPU_SET` only touches the bit of a CPU below
+    // `CPU_SETSIZE`, which every index here is. `sched_setaffinity` gets a
+    // pointer to a live set and its exact size, and reads nothing else.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &cpu in cpus.iter().filter(|&&cpu| cpu < libc::CPU_SETSIZE as usize) {
         unsafe { libc::CPU_SET(cpu, &mut set) };
     }
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // Each thread has its own affinity: this thread first (0), then every
+    // thread the kernel lists for the process.
     if unsafe { libc::sched_setaffinity(0, size, &set) } != 0 {
         return Err(io::Error::last_os_error());
+    }
+    for thread in fs::read_dir("/proc/self/task")? {
+        let Some(id) = thread?.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        if unsafe { libc::sched_setaffinity(id, size, &set) } != 0 {
+            let error = io::Error::last_os_error();
+            // A thread that ended since the listing needs no pinning.
+            if error.raw_os_error() != Some(libc::ESRCH) {
+                return Err(error);
+            }
+        }
     }
     Ok(())
 }
 
-/// Puts this thread, and the threads each variant starts, in `layout`.
+/// The CPUs this thread may run on.
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: as in `pin`; `sched_getaffinity` writes the calling thread's
+    // set (pid 0) into a live one of the size it is given, and `CPU_ISSET`
+    // reads a bit below `CPU_SETSIZE`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let every =
+        (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) });
+    Ok(every.collect())
+}
+
+/// Puts every thread of the process, and the threads each variant starts, in
+/// `layout`.
 fn enter(layout: Layout) -> io::Result<()> {
     match layout {
         Layout::Unpinned => pin(None),
@@ -1197,6 +1223,23 @@ mod tests {
             let samples = measure(variant, 10, 100).unwrap();
             assert_eq!(samples.round_trips.len(), 100, "{variant:?}");
         }
+    }
+
+    #[test]
+    fn pinning_moves_a_thread_that_was_already_running() {
+        let _limit = TestLimit::seconds(10);
+        let (go, wait) = mpsc::channel::<()>();
+        let (tell, told) = mpsc::channel();
+        let earlier = thread::spawn(move || {
+            let _ = wait.recv_timeout(Duration::from_secs(5));
+            let _ = tell.send(allowed_cpus());
+        });
+        enter(Layout::OneCore).unwrap();
+        go.send(()).unwrap();
+        let cpus = told.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        enter(Layout::Unpinned).unwrap();
+        earlier.join().unwrap();
+        assert_eq!(cpus, vec![0], "a thread started before pinning is on CPU 0");
     }
 
     #[test]
