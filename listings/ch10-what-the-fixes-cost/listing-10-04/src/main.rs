@@ -712,6 +712,58 @@ primitive\tthread\ta thread\t30000.0\t25000.0\t40000.0
         assert!(parse(&broken).unwrap_err().contains("cannot read"));
     }
 
+    /// The labels Listing 10-1's `Variant::label()` gives today. Listing 10-1
+    /// is a program, not a library, so this listing cannot call it, and a
+    /// copy of the labels here could go stale with it; its source is the
+    /// one place they are written, as the arms of one `match`, so the test
+    /// reads them from there.
+    fn labels_the_benchmark_prints() -> Vec<String> {
+        let path = book().join("listings/ch10-what-the-fixes-cost/listing-10-01/src/main.rs");
+        let source = fs::read_to_string(path).unwrap();
+        let variant = &source[source.find("impl Variant {").expect("impl Variant")..];
+        let label = &variant[variant.find("pub fn label(self)").expect("fn label")..];
+        let body = &label[..label.find("\n    }\n").expect("the end of fn label")];
+        body.lines()
+            .filter_map(|line| line.split_once("=> \""))
+            .map(|(_, rest)| {
+                let rest = rest.trim_end().trim_end_matches(',');
+                rest.trim_end_matches('"').to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_books_results_name_the_variants_the_benchmark_has_today() {
+        let _limit = TestLimit::seconds(10);
+        let labels = labels_the_benchmark_prints();
+        assert!(
+            labels.len() >= 2,
+            "read no labels from Listing 10-1: {labels:?}"
+        );
+        let tsv = fs::read_to_string(book().join("src/charts/costs.tsv")).unwrap();
+        let results = parse(&tsv).unwrap();
+        for row in &results.round_trips {
+            assert!(
+                labels.contains(&row.label),
+                "src/charts/costs.tsv measured `{}`, which Listing 10-1 no longer has \
+                 (its variants: {labels:?}): run `cargo bench -p listing-10-01`, then \
+                 `cargo run -p listing-10-04 -- --into-book`",
+                row.label
+            );
+        }
+        for label in &labels {
+            for layout in ["unpinned", "one-core"] {
+                assert!(
+                    results
+                        .round_trips
+                        .iter()
+                        .any(|r| r.label == *label && r.layout == layout),
+                    "src/charts/costs.tsv has no {layout} row for `{label}`"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_books_chart_and_tables_are_drawn_from_the_books_results() {
         let _limit = TestLimit::seconds(10);
