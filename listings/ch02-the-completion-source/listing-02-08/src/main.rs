@@ -76,13 +76,15 @@ fn check(broken: bool) -> usize {
 // ANCHOR: main
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("broken") {
-        check(true); // loom aborts this process when it finds the bug
+        check(true); // loom panics when it finds the bug, and the unwinding aborts
         return;
     }
     let explored = check(false);
     println!("correct version: the waiter was woken in all {explored} interleavings");
 
-    // loom ends a process that deadlocks, so the broken model runs in a child.
+    // loom's deadlock panic unwinds out of `block_on`, whose loom objects call
+    // back into the stopped scheduler as they drop and panic again: the
+    // process aborts, so the broken model runs in a child.
     let exe = std::env::current_exe().expect("this program's path");
     let child = Command::new(exe)
         .arg("broken")
