@@ -78,12 +78,16 @@ fn main() {
     skeptic::generate_doc_tests(&copies);
 
     // Every run goes through the harness, which bounds it and checks the
-    // outcome the fence promised.
+    // outcome the fence promised; the table of runs lets it start them all
+    // ahead of libtest.
     let generated = fs::read_to_string(out.join("skeptic-tests.rs")).unwrap_or_default();
-    let routed = generated.replace("skeptic::rt::run_test(", "crate::harness::run_snippet(");
-    write_if_changed(&out.join("snippet-tests.rs"), &routed);
+    write_if_changed(
+        &out.join("snippet-tests.rs"),
+        &routed_through_harness(&generated),
+    );
 
     let mut tests = String::new();
+    let mut table = String::from("static OUTPUTS: &[(&str, &str)] = &[\n");
     for relative in book_tools::repo::stored_outputs(&root) {
         let path = root.join(&relative);
         let relative = path.strip_prefix(&root).expect("under the root");
@@ -103,11 +107,54 @@ fn main() {
             .file_stem()
             .map(|n| n.to_string_lossy().replace('-', "_"))
             .unwrap_or_default();
+        let test = format!("{chapter}_{name}_{variant}");
         tests.push_str(&format!(
-            "#[test]\nfn {chapter}_{name}_{variant}() {{\n    \
-             crate::harness::check_output({:?});\n}}\n\n",
+            "#[test]\nfn {test}() {{\n    crate::harness::output(OUTPUTS, {test:?});\n}}\n\n"
+        ));
+        table.push_str(&format!(
+            "    ({test:?}, {:?}),\n",
             relative.to_string_lossy()
         ));
     }
-    write_if_changed(&out.join("output-tests.rs"), &tests);
+    table.push_str("];\n\n");
+    write_if_changed(&out.join("output-tests.rs"), &(table + &tests));
+}
+
+/// skeptic's generated tests with each run handed to the harness
+/// (`crate::harness::snippet`), named, with the table of every such test.
+/// skeptic writes each test as `#[test] fn NAME() {` … `}` from the start of
+/// a line, its run as one
+/// `skeptic::rt::run_test(` call; compile-only tests stay as they are.
+fn routed_through_harness(generated: &str) -> String {
+    // At the start of a line: a block's own text is indented, or has its
+    // attributes on lines of their own.
+    const TEST: &str = "\n#[test] fn ";
+    const RUN: &str = "skeptic::rt::run_test(";
+    let mut routed = String::new();
+    let mut table = String::from("static SNIPPETS: &[(&str, fn())] = &[\n");
+    let mut rest = generated;
+    while let Some(at) = rest.find(TEST) {
+        let name_end = rest[at + TEST.len()..]
+            .find('(')
+            .map(|n| at + TEST.len() + n)
+            .expect("skeptic writes `fn NAME()`");
+        let name = &rest[at + TEST.len()..name_end];
+        let end = rest[name_end..]
+            .find(TEST)
+            .map_or(rest.len(), |n| name_end + n);
+        let item = &rest[..end];
+        if item.contains(RUN) {
+            routed.push_str(&item.replace(
+                RUN,
+                &format!("crate::harness::snippet(SNIPPETS, {name:?}, "),
+            ));
+            table.push_str(&format!("    ({name:?}, {name}),\n"));
+        } else {
+            routed.push_str(item);
+        }
+        rest = &rest[end..];
+    }
+    routed.push_str(rest);
+    table.push_str("];\n\n");
+    table + &routed
 }

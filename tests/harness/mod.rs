@@ -1,21 +1,27 @@
 //! Runs what the book shows, bounded in time, and checks the promised outcome.
 //!
-//! - [`run_snippet`] receives each Rust block from skeptic's generated tests.
-//!   It renames the block's `main` and adds a supervising `main` that runs the
-//!   block in a child process (the same binary), kills it when it outlives
-//!   [`SNIPPET_LIMIT`], and exits successfully only when the block did what
-//!   its fence promised: ran, panicked, or was stopped by its watchdog with a
-//!   deadlock report. skeptic then compiles and runs that program as usual.
-//! - [`check_output`] runs a listing with the command its `output.txt` shows
-//!   and compares the fresh output, normalised, with the stored one.
+//! - [`snippet`] receives each Rust block from skeptic's generated tests.
+//!   skeptic compiles the block (its binary cache keeps what did not change)
+//!   with a `main` added that, run by skeptic, only leaves the program in
+//!   `OUT_DIR/snippet-bin/`; the harness then runs it there itself, one
+//!   process, stops it when it outlives [`SNIPPET_LIMIT`], and passes it only
+//!   when the block did what its fence promised: ran, panicked, or was
+//!   stopped by its watchdog with a deadlock report.
+//! - [`output`] runs a listing with the command its `output.txt` shows and
+//!   compares the fresh output, normalised, with the stored one.
 //!   `BOOK_BLESS=1` rewrites the stored output instead.
+//! - Both run ahead of libtest, several at a time ([`ahead`]).
 
 #![allow(dead_code)] // each test target uses one half
 
-use std::path::PathBuf;
+pub mod ahead;
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use ahead::{Ahead, Outcome};
 use book_tools::process::run_bounded_merged;
 
 use book_tools::fences::{Expectation, RequiredEnd, EXPECT_MARKER};
@@ -37,8 +43,26 @@ fn expectation(text: &str) -> Expectation {
         .unwrap_or(Expectation::Runs)
 }
 
-/// The block with its `main` renamed and a supervising `main` added.
-pub fn supervised(text: &str) -> Result<String, String> {
+/// The exit status a block's run must end with (-1: any success) and the
+/// word its output must hold.
+fn required(text: &str) -> Result<(i32, &'static str), String> {
+    let expect = expectation(text);
+    let required = expect
+        .required_end()
+        .ok_or_else(|| format!("a `{}` block is not run", expect.name()))?;
+    let status = match required {
+        RequiredEnd::Success => -1,
+        RequiredEnd::Panic => 101,
+        RequiredEnd::WatchdogDeadlock => awd::watchdog::DEADLOCK_EXIT_CODE,
+        RequiredEnd::WatchdogHang => awd::watchdog::HANG_EXIT_CODE,
+    };
+    Ok((status, required.word()))
+}
+
+/// The block with its `main` renamed and a `main` added that runs the block
+/// when the harness asks (`BOOK_SNIPPET_CHILD`), and otherwise, when skeptic
+/// runs the fresh program, leaves it at `link` for the harness to run.
+pub fn supervised(text: &str, link: &Path) -> Result<String, String> {
     let mut found = Vec::new();
     for (at, _) in text.match_indices("fn main(") {
         let before = text[..at].chars().last();
@@ -53,17 +77,7 @@ pub fn supervised(text: &str) -> Result<String, String> {
             found.len()
         ));
     };
-    let expect = expectation(text);
-    let required = expect
-        .required_end()
-        .ok_or_else(|| format!("a `{}` block is not run", expect.name()))?;
-    // The status the run must end with; -1 stands for any success.
-    let status = match required {
-        RequiredEnd::Success => -1,
-        RequiredEnd::Panic => 101,
-        RequiredEnd::WatchdogDeadlock => awd::watchdog::DEADLOCK_EXIT_CODE,
-        RequiredEnd::WatchdogHang => awd::watchdog::HANG_EXIT_CODE,
-    };
+    required(text)?;
     let renamed = format!(
         "{}fn {RENAMED_MAIN}({}",
         &text[..*at],
@@ -71,90 +85,88 @@ pub fn supervised(text: &str) -> Result<String, String> {
     );
     Ok(format!(
         "{renamed}\n{}",
-        SUPERVISOR
-            .replace("@EXPECT@", expect.name())
-            .replace("@LIMIT@", &SNIPPET_LIMIT.as_secs().to_string())
-            .replace("@STATUS@", &status.to_string())
-            .replace("@WORD@", required.word())
+        PUBLISHER
+            .replace("@LINK@", &link.to_string_lossy())
             .replace("@MAIN@", RENAMED_MAIN)
     ))
 }
 
-/// The `main` added to every block: the process runs itself as a child with a
-/// deadline and judges the child's end against the promise.
-const SUPERVISOR: &str = r#"
+/// The `main` added to every block.
+const PUBLISHER: &str = r#"
 fn main() -> ::std::process::ExitCode {
     if ::std::env::var_os("BOOK_SNIPPET_CHILD").is_some() {
         return ::std::process::Termination::report(@MAIN@());
     }
-    __book_supervise("@EXPECT@", @LIMIT@, @STATUS@, "@WORD@")
+    __book_leave_at(r"@LINK@")
 }
 
-/// Runs the block as a child and checks that it ended as its fence
-/// promises: with `status` (-1: any success), and `word` in its output.
-fn __book_supervise(
-    expect: &str,
-    limit: u64,
-    status: i32,
-    word: &str,
-) -> ::std::process::ExitCode {
-    use ::std::io::Write;
-    let exe = ::std::env::current_exe().expect("the block's own path");
-    let mut command = ::std::process::Command::new(exe);
-    command.env("BOOK_SNIPPET_CHILD", "1");
-    let limit_time = ::std::time::Duration::from_secs(limit);
-    let (ended, text) = match ::book_tools::process::run_bounded_merged(&mut command, limit_time) {
-        Ok((ended, text)) => (Some(ended), text),
-        Err(_) => (None, String::new()),
-    };
-    print!("{text}");
-    let _ = ::std::io::stdout().flush();
-    let verdict = match ended {
-        None => Err(format!("still running after {limit} s: stopped")),
-        Some(s) if status == -1 && s.success() => Ok(()),
-        Some(s) if status != -1 && s.code() == Some(status) && text.contains(word) => Ok(()),
-        Some(s) => Err(format!("the fence promises `{expect}`, but the block ended with {s}")),
-    };
-    match verdict {
+/// Run by skeptic once compiled: leaves this program at `link` (a hard link
+/// to skeptic's copy), where the book's harness runs it under its limit.
+fn __book_leave_at(link: &str) -> ::std::process::ExitCode {
+    let fresh = format!("{link}.{}", ::std::process::id());
+    let left = ::std::env::current_exe().and_then(|exe| {
+        let _ = ::std::fs::remove_file(&fresh);
+        ::std::fs::hard_link(&exe, &fresh)
+            .or_else(|_| ::std::fs::copy(&exe, &fresh).map(drop))?;
+        ::std::fs::rename(&fresh, link)
+    });
+    match left {
         Ok(()) => ::std::process::ExitCode::SUCCESS,
-        Err(why) => {
-            eprintln!("book harness: {why}");
+        Err(e) => {
+            eprintln!("book harness: cannot leave the block's program at {link}: {e}");
             ::std::process::ExitCode::FAILURE
         }
     }
 }
 "#;
 
-/// Called by skeptic's generated tests instead of `skeptic::rt::run_test`.
-pub fn run_snippet(root: &str, out: &str, target: &str, text: &str) {
-    let program = supervised(text).unwrap_or_else(|why| panic!("{why}"));
-    if text.contains("io_uring::") {
-        if let Err(e) = io_uring::IoUring::new(2) {
-            return skipped(&format!("io_uring is unavailable here: {e}"));
-        }
+/// Where skeptic's build of a block is left for the harness to run.
+fn program_path(out: &str, text: &str) -> PathBuf {
+    Path::new(out).join("snippet-bin").join(ahead::id(text))
+}
+
+/// What every block of the binary is compiled with (skeptic's arguments).
+static SKEPTIC_PLACE: OnceLock<(String, String, String)> = OnceLock::new();
+
+thread_local! {
+    /// Set while [`snippet`] collects the blocks instead of running them.
+    static COLLECTED: std::cell::RefCell<Option<Vec<(&'static str, String)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called by skeptic's generated tests instead of `skeptic::rt::run_test`;
+/// `all` is every such test of the binary, so that the first one can start
+/// them all ahead.
+pub fn snippet(
+    all: &[(&'static str, fn())],
+    name: &'static str,
+    root: &str,
+    out: &str,
+    target: &str,
+    text: &str,
+) {
+    let collecting = COLLECTED.with(|c| {
+        c.borrow_mut()
+            .as_mut()
+            .map(|blocks| blocks.push((name, text.to_string())))
+            .is_some()
+    });
+    if collecting {
+        return;
     }
-    // Linux refuses to start a program file that another process still has
-    // open for writing ("Text file busy"); with tests compiling and starting
-    // programs on parallel threads, a child forked by one test can briefly
-    // hold the file another test just wrote. That is the only failure
-    // retried, a few times; any other failure stands.
-    for attempt in 1..=3 {
-        let run = std::panic::catch_unwind(|| skeptic::rt::run_test(root, out, target, &program));
-        match run {
-            Ok(()) => return,
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| payload.downcast_ref::<&str>().copied())
-                    .unwrap_or_default();
-                if attempt == 3 || !message.contains("os error 26") {
-                    std::panic::resume_unwind(payload);
-                }
-                eprintln!("book harness: the block's program was busy (attempt {attempt}); again");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+    SKEPTIC_PLACE.get_or_init(|| (root.to_string(), out.to_string(), target.to_string()));
+    let pool = Ahead::start("snippets", || collect(all), run_block);
+    report(pool.outcome(name, run_block));
+}
+
+/// Shows a check's outcome on the test's thread: what it printed, and a
+/// failure as the test's panic.
+fn report(outcome: Outcome) {
+    match outcome {
+        Outcome::Passed(printed) => print!("{printed}"),
+        Outcome::Failed(why) => panic!("{why}"),
+        Outcome::Skipped(why) => skipped(&why),
+        Outcome::OnTestThread => unreachable!("the pool runs it on the test's thread"),
     }
 }
 
@@ -173,6 +185,116 @@ fn skipped(why: &str) {
     );
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Every block of the binary: each test called with collecting on.
+fn collect(all: &[(&'static str, fn())]) -> Vec<(&'static str, String)> {
+    COLLECTED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    for (_, test) in all {
+        test();
+    }
+    COLLECTED
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_default()
+}
+
+/// Compiles one block through skeptic and runs it, bounded, where skeptic
+/// left it. Off the test's thread, a failed build asks to be redone on the
+/// test's thread, where the compiler's messages are shown with the test.
+fn run_block(text: &str, on_test_thread: bool) -> Outcome {
+    let (root, out, target) = SKEPTIC_PLACE.get().expect("set by the first block");
+    let path = program_path(out, text);
+    let program = match supervised(text, &path) {
+        Ok(program) => program,
+        Err(why) => return Outcome::Failed(why),
+    };
+    if text.contains("io_uring::") {
+        if let Err(e) = io_uring::IoUring::new(2) {
+            return Outcome::Skipped(format!("io_uring is unavailable here: {e}"));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if on_test_thread {
+        build(root, out, target, &program);
+    } else if std::panic::catch_unwind(|| build(root, out, target, &program)).is_err() {
+        return Outcome::OnTestThread;
+    }
+    run_built(text, &path)
+}
+
+/// skeptic's build (and its run, which leaves the program for the harness).
+fn build(root: &str, out: &str, target: &str, program: &str) {
+    // Linux refuses to start a program file that another process still has
+    // open for writing ("Text file busy"); with tests compiling and starting
+    // programs on parallel threads, a child forked by one test can briefly
+    // hold the file another test just wrote. That is the only failure
+    // retried, a few times; any other failure stands.
+    for attempt in 1..=3 {
+        let run = std::panic::catch_unwind(|| skeptic::rt::run_test(root, out, target, program));
+        match run {
+            Ok(()) => return,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or_default();
+                if attempt == 3 || !message.contains("os error 26") {
+                    std::panic::resume_unwind(payload);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Runs the program skeptic left at `path`, in a directory of its own, and
+/// judges its end against the block's fence.
+fn run_built(text: &str, path: &Path) -> Outcome {
+    let (status, word) = match required(text) {
+        Ok(required) => required,
+        Err(why) => return Outcome::Failed(why),
+    };
+    let expect = expectation(text).name();
+    let dir = std::env::temp_dir().join(format!(
+        "book-snippet-{}-{}",
+        ahead::id(text),
+        std::process::id()
+    ));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut ended = Err(String::new());
+    for _ in 0..3 {
+        let mut command = Command::new(path);
+        command.env("BOOK_SNIPPET_CHILD", "1").current_dir(&dir);
+        ended = run_bounded_merged(&mut command, SNIPPET_LIMIT);
+        match &ended {
+            Err(why) if why.contains("os error 26") => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            _ => break,
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let limit = SNIPPET_LIMIT.as_secs();
+    let (ended, text) = match ended {
+        Ok((ended, text)) => (Some(ended), text),
+        Err(why) if why.contains("still running") => (None, String::new()),
+        Err(why) => return Outcome::Failed(why),
+    };
+    let verdict = match ended {
+        None => Err(format!("still running after {limit} s: stopped")),
+        Some(s) if status == -1 && s.success() => Ok(()),
+        Some(s) if status != -1 && s.code() == Some(status) && text.contains(word) => Ok(()),
+        Some(s) => Err(format!(
+            "the fence promises `{expect}`, but the block ended with {s}"
+        )),
+    };
+    match verdict {
+        Ok(()) => Outcome::Passed(text),
+        Err(why) => Outcome::Failed(format!("{text}\nbook harness: {why}")),
+    }
 }
 
 fn book_root() -> PathBuf {
@@ -210,9 +332,34 @@ fn built_once() {
     }
 }
 
+/// Called by each generated output test; `all` is every output test of the
+/// binary (test name, stored output), so that the first one can start them
+/// all ahead.
+pub fn output(all: &[(&'static str, &'static str)], name: &'static str) {
+    let checks = || all.iter().map(|(n, p)| (*n, p.to_string())).collect();
+    let pool = Ahead::start("outputs", checks, run_output);
+    report(pool.outcome(name, run_output));
+}
+
+/// [`check_output`], its panic as the outcome.
+fn run_output(relative: &str, _on_test_thread: bool) -> Outcome {
+    match std::panic::catch_unwind(|| check_output(relative)) {
+        Ok(None) => Outcome::Passed(String::new()),
+        Ok(Some(why)) => Outcome::Skipped(why),
+        Err(payload) => Outcome::Failed(
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| format!("{relative}: the check panicked")),
+        ),
+    }
+}
+
 /// Runs the listing whose stored output is `relative` (from the book root) and
-/// compares. With `BOOK_BLESS=1` the fresh output is stored instead.
-pub fn check_output(relative: &str) {
+/// compares. With `BOOK_BLESS=1` the fresh output is stored instead. Returns
+/// why, when this machine cannot run the listing (the check is then skipped).
+pub fn check_output(relative: &str) -> Option<String> {
     let _limit = awd::watchdog::TestLimit::new(OUTPUT_LIMIT + Duration::from_secs(30));
     let path = book_root().join(relative);
     let stored_text =
@@ -258,7 +405,7 @@ pub fn check_output(relative: &str) {
         let why = fresh
             .lines()
             .find(|l| l.contains("io_uring is unavailable here"));
-        return skipped(why.unwrap_or_default());
+        return Some(why.unwrap_or_default().to_string());
     }
     if std::env::var_os("BOOK_BLESS").is_some() {
         let note = match status.code() {
@@ -268,7 +415,7 @@ pub fn check_output(relative: &str) {
         };
         std::fs::write(&path, format!("$ {}{note}\n{fresh}", stored.command))
             .unwrap_or_else(|e| panic!("cannot write {relative}: {e}"));
-        return;
+        return None;
     }
     assert_eq!(
         status.code(),
@@ -285,4 +432,5 @@ pub fn check_output(relative: &str) {
             stored.command
         );
     }
+    None
 }
