@@ -11,7 +11,8 @@
 //!   the two tables.
 //! - `cargo run --release -p listing-13-05 -- --only eventfd` runs one
 //!   variant on one core, 5,000 round trips: the run to watch with
-//!   `perf sched record` or `strace -f -c`.
+//!   `perf stat`, `perf trace -s` or `strace -f -c`; `-- --only eventfd
+//!   --unpinned` runs it unpinned.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -1152,14 +1153,20 @@ fn main() -> io::Result<()> {
             eprintln!("no variant `{name}`: reaper, eventfd or tokio");
             std::process::exit(2);
         };
-        enter(Layout::OneCore)?;
+        let unpinned = std::env::args().any(|a| a == "--unpinned");
+        enter(if unpinned {
+            Layout::Unpinned
+        } else {
+            Layout::OneCore
+        })?;
         let mut clock = Clock::new(0, 5_000);
         run(variant, &mut clock)?;
         let samples = clock.finish();
         println!(
-            "{}: {} round trips on one core, median {:.1} µs",
+            "{}: {} round trips {}, median {:.1} µs",
             variant.label(),
             samples.round_trips.len(),
+            if unpinned { "unpinned" } else { "on one core" },
             median(samples.round_trips.iter().map(|&n| n as f64).collect()) / 1000.0
         );
         return Ok(());
