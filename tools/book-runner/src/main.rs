@@ -55,7 +55,7 @@ fn options() -> Result<Options, String> {
 }
 
 fn book_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    book_tools::repo::root()
 }
 
 /// Opens `link` in the reader's browser through a file only the reader can

@@ -37,6 +37,9 @@ enum Task {
     /// Checks that every listing writes the workspace's versions of tokio,
     /// futures and loom; with `--write`, rewrites the listings to agree.
     Versions { write: bool },
+    /// Builds the local runner (`tools/book-runner`) and starts it, with
+    /// `mdbook serve` beside it, passing it these arguments.
+    Runner(Vec<String>),
     /// Lists the tasks.
     Help,
     /// Explains one task (`book <task> --help`).
@@ -75,6 +78,15 @@ const TASKS: &[(&str, &str, &str)] = &[
          figure in src/figures/ is drawn.",
     ),
     (
+        "runner",
+        "runner [--open] [--no-book] [--port N]…  the book with Run on every block",
+        "Builds tools/book-runner and starts it: the local server behind the book's Run \
+         buttons, loopback only, with a secret made at each start, and `mdbook serve` \
+         beside it (unless --no-book). --open opens the book in the browser with Run \
+         enabled; --port and --book-port choose the two ports. The same as the README's \
+         `cargo run -p book-runner -- --open`.",
+    ),
+    (
         "versions",
         "versions [--write]     listings' tokio, futures and loom = the workspace's",
         "Compares the version of tokio, futures and loom in every listing's Cargo.toml \
@@ -110,6 +122,7 @@ fn parse(args: &[String]) -> Result<Task, String> {
                 .map(|p| p.to_string())
                 .collect(),
         }),
+        ["runner", rest @ ..] => Ok(Task::Runner(rest.iter().map(|a| a.to_string()).collect())),
         ["versions"] => Ok(Task::Versions { write: false }),
         ["versions", "--write"] => Ok(Task::Versions { write: true }),
         [] | ["help"] | ["--help"] | ["-h"] => Ok(Task::Help),
@@ -129,6 +142,20 @@ fn main() -> ExitCode {
             packages,
         }) => figures(&root, into_book, packages),
         Ok(Task::Versions { write }) => versions(&root, write),
+        Ok(Task::Runner(arguments)) => {
+            let mut args = vec![
+                "run".to_string(),
+                "-p".into(),
+                "book-runner".into(),
+                "--".into(),
+            ];
+            args.extend(arguments);
+            if run_cargo(&root, &args) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Ok(Task::Help) => {
             println!("usage: book <task> [arguments]   (book <task> --help explains one)\n");
             for (_, line, _) in TASKS {
@@ -476,6 +503,10 @@ mod tests {
         assert_eq!(
             parse(&args(&["versions", "--write"])),
             Ok(Task::Versions { write: true })
+        );
+        assert_eq!(
+            parse(&args(&["runner", "--open"])),
+            Ok(Task::Runner(args(&["--open"])))
         );
         assert_eq!(parse(&args(&[])), Ok(Task::Help));
         assert!(parse(&args(&["chapter", "x"])).is_err());
