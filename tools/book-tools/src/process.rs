@@ -149,15 +149,30 @@ mod tests {
     fn a_command_that_outlives_its_limit_is_stopped_with_its_children() {
         let _limit = TestLimit::seconds(10);
         let started = Instant::now();
-        let marker = std::env::temp_dir().join(format!("run-bounded-{}", std::process::id()));
-        let script = format!("(sleep 3; touch {}) & sleep 30", marker.display());
+        let pid_file = std::env::temp_dir().join(format!("run-bounded-{}", std::process::id()));
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
         let outcome = run_bounded(
             Command::new("sh").args(["-c", &script]),
-            Duration::from_millis(200),
+            Duration::from_millis(1_000),
         );
         assert!(outcome.unwrap_err().contains("still running"));
-        assert!(started.elapsed() < Duration::from_secs(3));
-        std::thread::sleep(Duration::from_millis(3_500));
-        assert!(!marker.exists(), "a child outlived its group's limit");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let grandchild =
+            std::fs::read_to_string(&pid_file).expect("the shell wrote its child's pid");
+        let _ = std::fs::remove_file(&pid_file);
+        // Killed with its group: gone, or a zombie waiting to be reaped.
+        let stat = format!("/proc/{}/stat", grandchild.trim());
+        let running = || {
+            std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
+        };
+        let waited = Instant::now();
+        while running() && waited.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!running(), "a child outlived its group's limit");
     }
 }
