@@ -97,7 +97,10 @@ impl Ring {
         })
     }
 
-    /// Pushes one entry and submits it.
+    /// Pushes one entry and submits it. An error means that the entry was
+    /// not queued (the queue was full). Once it is queued, the kernel may
+    /// take it at any submission: an entry that this `submit` fails to hand
+    /// over goes with the next one, and its buffer stays where it is.
     fn push(&self, entry: io_uring::squeue::Entry) -> io::Result<()> {
         let _one_producer = lock(&self.submitting);
         // SAFETY: every use of the submission queue is under `submitting`,
@@ -111,7 +114,7 @@ impl Ring {
         if pushed.is_err() {
             return Err(io::Error::other("the submission queue is full"));
         }
-        self.uring.submit()?;
+        let _ = self.uring.submit();
         Ok(())
     }
 
@@ -130,7 +133,7 @@ impl Ring {
         let entry = entry(buffer.as_mut_ptr(), buffer.len() as u32).user_data(id);
         lock(&self.in_flight).insert(id, InFlight::Awaited { buffer, source });
         if let Err(e) = self.push(entry) {
-            // Never submitted: the buffer comes straight back.
+            // Never queued: the buffer comes straight back.
             if let Some(InFlight::Awaited { buffer, source }) = lock(&self.in_flight).remove(&id) {
                 let _ = source.set_result((Err(e), buffer));
             }

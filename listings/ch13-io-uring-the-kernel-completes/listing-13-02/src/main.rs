@@ -103,7 +103,7 @@ impl Ring {
         completion
     }
 
-    /// Pushes one entry and submits it; false if it could not be.
+    /// Pushes one entry and submits it; false if it could not be queued.
     fn push(&self, entry: io_uring::squeue::Entry) -> bool {
         let _one_producer = lock(&self.submitting);
         // SAFETY: the submission queue is only used under `submitting`.
@@ -113,7 +113,12 @@ impl Ring {
         // it; a no-op points to nothing.
         let pushed = unsafe { queue.push(&entry) }.is_ok();
         drop(queue);
-        pushed && self.uring.submit().is_ok()
+        // Once queued, the entry goes with this submission or a later one:
+        // its buffer stays in the table either way.
+        if pushed {
+            let _ = self.uring.submit();
+        }
+        pushed
     }
 
     /// Tells the reaper to return once it reaps this no-op.

@@ -83,7 +83,8 @@ impl Ring {
     }
 
     // ANCHOR: push
-    /// Pushes and submits one entry; the caller holds the state's lock.
+    /// Pushes and submits one entry; the caller holds the state's lock. An
+    /// error means that the entry was not queued.
     ///
     /// The eventfd is silenced while the entry is submitted: an operation
     /// that completes during its own submission (a send, usually) is reaped
@@ -103,10 +104,11 @@ impl Ring {
         let pushed = unsafe { queue.push(&entry) };
         drop(queue);
         pushed.map_err(|_| io::Error::other("the submission queue is full"))?;
+        // Queued: the kernel may take it at any submission from now on, so
+        // a failed `submit` leaves it for the next one, buffer and all.
         completions.disable_eventfd();
-        let submitted = self.uring.submit();
+        let _ = self.uring.submit();
         completions.enable_eventfd();
-        submitted?;
         Ok(())
     }
     // ANCHOR_END: push

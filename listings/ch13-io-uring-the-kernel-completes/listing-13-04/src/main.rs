@@ -195,7 +195,8 @@ impl Ring {
         let pushed = unsafe { queue.push(&entry) };
         drop(queue);
         pushed.map_err(|_| io::Error::other("the submission queue is full"))?;
-        self.uring.submit()?;
+        // Queued: a failed `submit` leaves it for the next one.
+        let _ = self.uring.submit();
         Ok(())
     }
 

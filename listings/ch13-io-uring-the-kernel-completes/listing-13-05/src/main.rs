@@ -105,7 +105,10 @@ mod reaper {
             })
         }
 
-        /// Pushes one entry and submits it.
+        /// Pushes one entry and submits it. An error means that the entry was
+        /// not queued (the queue was full). Once it is queued, the kernel may
+        /// take it at any submission: an entry that this `submit` fails to hand
+        /// over goes with the next one, and its buffer stays where it is.
         fn push(&self, entry: io_uring::squeue::Entry) -> io::Result<()> {
             let _one_producer = lock(&self.submitting);
             // SAFETY: every use of the submission queue is under `submitting`,
@@ -119,7 +122,7 @@ mod reaper {
             if pushed.is_err() {
                 return Err(io::Error::other("the submission queue is full"));
             }
-            self.uring.submit()?;
+            let _ = self.uring.submit();
             Ok(())
         }
 
@@ -138,7 +141,7 @@ mod reaper {
             let entry = entry(buffer.as_mut_ptr(), buffer.len() as u32).user_data(id);
             lock(&self.in_flight).insert(id, InFlight::Awaited { buffer, source });
             if let Err(e) = self.push(entry) {
-                // Never submitted: the buffer comes straight back.
+                // Never queued: the buffer comes straight back.
                 if let Some(InFlight::Awaited { buffer, source }) =
                     lock(&self.in_flight).remove(&id)
                 {
@@ -414,7 +417,8 @@ mod eventfd {
         }
 
         // ANCHOR: push
-        /// Pushes and submits one entry; the caller holds the state's lock.
+        /// Pushes and submits one entry; the caller holds the state's lock. An
+        /// error means that the entry was not queued.
         ///
         /// The eventfd is silenced while the entry is submitted: an operation
         /// that completes during its own submission (a send, usually) is reaped
@@ -434,10 +438,11 @@ mod eventfd {
             let pushed = unsafe { queue.push(&entry) };
             drop(queue);
             pushed.map_err(|_| io::Error::other("the submission queue is full"))?;
+            // Queued: the kernel may take it at any submission from now on, so
+            // a failed `submit` leaves it for the next one, buffer and all.
             completions.disable_eventfd();
-            let submitted = self.uring.submit();
+            let _ = self.uring.submit();
             completions.enable_eventfd();
-            submitted?;
             Ok(())
         }
         // ANCHOR_END: push
