@@ -1,6 +1,7 @@
 //! The drop test: receives are started on io_uring and their futures
-//! dropped mid-flight, thousands of times, while a peer sends bytes at the
-//! same moments, so that cancels and completions race. An allocator that
+//! dropped, thousands of times, in the three orders a drop can meet: before
+//! any byte came, after the receive's completion was queued but not reaped,
+//! and after a poll took it. An allocator that
 //! watches the receive buffers counts every one allocated and freed, and
 //! checks two things the ring's own records cannot prove:
 //!
@@ -336,8 +337,8 @@ pub struct Report {
 }
 
 // ANCHOR: run
-/// Starts `rounds` receives and drops every future mid-flight, in three
-/// ways by turns: with nothing sent (the cancel stops it); just after the
+/// Starts `rounds` receives and drops every future, in three ways by
+/// turns: with nothing sent (the cancel stops it); just after the
 /// peer sent a byte (its completion is queued, not yet reaped); and after
 /// a poll that took that completion. Then the peer sends a few more bytes,
 /// which only a receive wrongly left armed could take.
