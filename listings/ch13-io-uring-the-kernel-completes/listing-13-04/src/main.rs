@@ -250,6 +250,23 @@ impl Ring {
         }
     }
 
+    /// Waits, a bounded time, until the completion queue holds an entry, and
+    /// takes none: the peer's byte has completed a receive.
+    fn wait_until_something_completes(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let state = lock(&self.state);
+            // SAFETY: the completion queue is only read under `state`; this
+            // view looks at its length and takes nothing off it.
+            let queued = !unsafe { self.uring.completion_shared() }.is_empty();
+            drop(state);
+            if queued {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Waits until the kernel owns no buffer of ours.
     fn drain(&self) {
         loop {
@@ -357,18 +374,17 @@ fn run(rounds: usize, free_on_drop: bool) -> io::Result<Report> {
     });
     let mut context = Context::from_waker(Waker::noop());
     for round in 0..rounds {
+        ring.reap(); // the queue is empty from here
         let mut receive = ring.recv(ours.as_raw_fd(), vec![0; BUFFER_LEN]);
         let _ = Pin::new(&mut receive).poll(&mut context);
         if round % 3 != 0 {
             peer.write_all(b"x")?;
+            ring.wait_until_something_completes();
         }
         if round % 3 == 2 {
             let _ = Pin::new(&mut receive).poll(&mut context);
         }
         drop(receive); // mid-flight, unless the last poll finished it
-        if round % 64 == 0 {
-            ring.reap();
-        }
     }
     for _ in 0..8 {
         peer.write_all(b"y")?;
