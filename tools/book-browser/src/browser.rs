@@ -35,6 +35,11 @@ pub fn element_id(value: &Value) -> Option<String> {
     value[ELEMENT_KEY].as_str().map(str::to_string)
 }
 
+/// A WebDriver element reference for element `id`, as a script argument.
+pub fn element_ref(id: &str) -> Value {
+    json!({ ELEMENT_KEY: id })
+}
+
 /// An entry of the browser's console log.
 #[derive(Debug, Clone)]
 pub struct LogEntry {

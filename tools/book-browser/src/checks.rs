@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use fantoccini::key::Key;
 use serde_json::{json, Value};
 
 use crate::accessibility::Audit;
 use crate::browser::{self, LogEntry, Session};
+use crate::keyboard;
 use crate::report::Report;
 use crate::runner::{Runner, RunnerCheck};
 use crate::scripts;
@@ -178,6 +180,14 @@ impl<'run> BookCheck<'run> {
                 "index.html",
                 &format!("search finds “{SEARCH_WORD}”"),
                 result,
+            );
+        }
+        if self.in_time() {
+            let toggled = self.check_sidebar_toggle();
+            self.report.record(
+                "(first chapter)",
+                "the sidebar toggle is a named button that Enter and Space press",
+                toggled,
             );
         }
         if self.in_time() {
@@ -750,6 +760,38 @@ impl<'run> BookCheck<'run> {
             "the runner's pages log no console errors",
             errors,
         );
+    }
+
+    /// mdBook's sidebar toggle, made a button by `theme/accessibility.js`:
+    /// named, reached with Tab, and Enter then Space hide and show the
+    /// table of contents.
+    fn check_sidebar_toggle(&mut self) -> Result<(), String> {
+        let session = self.session;
+        let Some(&(first_chapter, _)) = self.chapters.first() else {
+            return Err("no chapter".to_string());
+        };
+        self.load(first_chapter)?;
+        let toggle = session.find("#sidebar-toggle")?;
+        let (role, name) = session.accessible_role_and_name(&toggle)?;
+        if role != "button" || name.is_empty() {
+            return Err(format!("it is a “{role}” named “{name}”"));
+        }
+        keyboard::reach(session, &toggle, "the sidebar toggle")?;
+        for key in [Key::Enter, Key::Space] {
+            let before = session.execute(scripts::SIDEBAR_STATE, json!([]))?;
+            session.press_key(char::from(key))?;
+            let wanted = json!(before["expanded"] != json!(true));
+            session.wait_for(
+                &format!("{key:?} to toggle the sidebar"),
+                "const s = (() => { SIDEBAR })(); return s.expanded === arguments[0] && s.hidden === !arguments[0];"
+                    .replace("SIDEBAR", scripts::SIDEBAR_STATE)
+                    .as_str(),
+                json!([wanted]),
+                LINK_LIMIT,
+            )?;
+        }
+        let _ = self.page_errors();
+        Ok(())
     }
 
     /// Search as a reader uses it: press `s`, type the word, see results.

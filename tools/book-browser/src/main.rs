@@ -15,6 +15,7 @@ mod browser;
 mod checks;
 mod colour;
 mod driver;
+mod keyboard;
 mod report;
 mod runner;
 mod scripts;

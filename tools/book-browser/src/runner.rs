@@ -1,6 +1,7 @@
 //! The book's local runner (`tools/book-runner`), used from the page as a
 //! reader uses it, from the keyboard alone: on Chapter 3, Run shows Listing
-//! 3-1's deadlock report; the edit that cures it (the header's
+//! 3-1's deadlock report; Exercise 3.1's switch (`--together`) completes;
+//! the edit that cures it (the header's
 //! continuations made asynchronous) completes; Reset brings the book's code
 //! back; on Chapter 0, Stop ends an edited Listing 0-1 that sleeps for ten
 //! minutes; Run, Edit, Reset and Stop are buttons named for their listing;
@@ -23,8 +24,9 @@ use std::time::{Duration, Instant};
 use fantoccini::key::Key;
 use serde_json::{json, Value};
 
-use crate::browser::{element_id, Session};
+use crate::browser::{element_id, element_ref, Session};
 use crate::driver::ProcessGroup;
+use crate::keyboard;
 
 /// How long the runner may take to start and print its link.
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -39,9 +41,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(15);
 /// How long the page may take to show its controls, or an answer to Run.
 const PAGE_LIMIT: Duration = Duration::from_secs(15);
 
-/// The most Tab presses a control may be away from its neighbour.
-const MAX_TABS: usize = 6;
-
 /// What the watchdog prints when Listing 3-1 deadlocks.
 const DEADLOCK_REPORT: &str = "watchdog: `server` did not finish within 300 ms: deadlock";
 
@@ -52,6 +51,9 @@ const CHAPTER_0: &str = "ch00-introduction.html";
 /// The edit that cures Listing 3-1 (Chapter 7's fix): the header's
 /// continuations, the first in the code, run asynchronously.
 const CURE: (&str, &str) = ("Continuations::Inline", "Continuations::Asynchronous");
+
+/// The switch of Exercise 3.1, as "Run with" holds it.
+const TOGETHER: &str = r#"["--together"]"#;
 
 /// The line that makes Listing 0-1 hang, put before the line that starts
 /// with the second string.
@@ -160,38 +162,10 @@ return {
   edit: bar.querySelector('button.awd-edit'),
   reset: bar.querySelector('button.awd-reset'),
   stop: bar.querySelector('button.awd-stop'),
+  switches: bar.querySelector('select.awd-args'),
   editor: bar.previousElementSibling,
   code: block && block.tagName === 'PRE' ? block : null,
 };
-"#;
-
-/// Focuses the element that comes just before `arguments[0]` in the
-/// keyboard's order (what a reader tabbing through the page was on) and
-/// names it; `null` if there is none.
-const FOCUS_BEFORE: &str = r#"
-const target = arguments[0];
-const describe = e => e.tagName.toLowerCase() + (e.className ? '.' + e.className.split(' ')[0] : '')
-  + (e.getAttribute('aria-label') ? ` "${e.getAttribute('aria-label')}"` : '');
-const reachable = Array.from(document.querySelectorAll(
-    'a[href], button, input, select, textarea, [tabindex]'))
-  .filter(e => !e.disabled && e.tabIndex >= 0 && e.getClientRects().length > 0
-    && getComputedStyle(e).visibility !== 'hidden'
-    && !e.closest('[hidden], [aria-hidden="true"], [inert]'));
-const i = reachable.indexOf(target);
-if (i < 0) return { refused: describe(target) + ' is not in the keyboard order' };
-if (i === 0) return { refused: 'nothing comes before ' + describe(target) };
-const before = reachable[i - 1];
-before.focus();
-return document.activeElement === before ? describe(before)
-  : { refused: describe(before) + ', just before it, does not take the focus' };
-"#;
-
-/// What has the focus: `{is_target, what}` for target `arguments[0]`.
-const FOCUSED: &str = r#"
-const active = document.activeElement;
-return { is_target: active === arguments[0],
-  what: active ? active.tagName.toLowerCase() + (active.className ? '.' + active.className.split(' ')[0] : '')
-    + (active.getAttribute('aria-label') ? ` "${active.getAttribute('aria-label')}"` : '') : 'nothing' };
 "#;
 
 /// The state of the runner bar `arguments[0]`.
@@ -240,6 +214,7 @@ struct Controls {
     edit: String,
     reset: String,
     stop: String,
+    switches: String,
     editor: String,
     bar: Value,
     code: Value,
@@ -314,43 +289,11 @@ impl RunnerCheck<'_> {
             edit: id("edit")?,
             reset: id("reset")?,
             stop: id("stop")?,
+            switches: id("switches")?,
             editor: id("editor")?,
             bar: found["bar"].clone(),
             code: found["code"].clone(),
         })
-    }
-
-    /// Presses Tab until `target` has the focus, at most [`MAX_TABS`] times.
-    fn tab_to(&self, target: &str, name: &str) -> Result<(), String> {
-        let element = element_ref(target);
-        let mut last = String::new();
-        for _ in 0..MAX_TABS {
-            self.session.press_key(char::from(Key::Tab))?;
-            let focused = self.session.execute(FOCUSED, json!([element]))?;
-            if focused["is_target"] == json!(true) {
-                return Ok(());
-            }
-            last = focused["what"].as_str().unwrap_or("?").to_string();
-        }
-        Err(format!(
-            "{name} did not get the focus within {MAX_TABS} Tab presses (the focus was on {last})"
-        ))
-    }
-
-    /// Gives `target` the focus from the keyboard: from what precedes it
-    /// in the page's keyboard order, one Tab.
-    fn reach(&self, target: &str, name: &str) -> Result<(), String> {
-        let before = self
-            .session
-            .execute(FOCUS_BEFORE, json!([element_ref(target)]))?;
-        if let Some(why) = before["refused"].as_str() {
-            return Err(format!("{name} cannot be reached: {why}"));
-        }
-        self.tab_to(target, name)
-    }
-
-    fn press_enter(&self) -> Result<(), String> {
-        self.session.press_key(char::from(Key::Enter))
     }
 
     /// Waits until the run in `controls` has an outcome; returns the state.
@@ -418,6 +361,14 @@ impl RunnerCheck<'_> {
             &format!("Run (Tab, Enter) shows {listing}'s deadlock report [{theme}]"),
             deadlock,
         );
+        let switched = self.run_together(&controls);
+        self.record(
+            CHAPTER_3,
+            &format!(
+                "Exercise 3.1 from the keyboard: Run with `-- --together` completes [{theme}]"
+            ),
+            switched,
+        );
         let cured = self.run_cured(&controls, theme);
         self.record(
             CHAPTER_3,
@@ -433,8 +384,8 @@ impl RunnerCheck<'_> {
     }
 
     fn run_unedited(&self, controls: &Controls, theme: &str) -> Result<(), String> {
-        self.reach(&controls.run, "Run")?;
-        self.press_enter()?;
+        keyboard::reach(self.session, &controls.run, "Run")?;
+        keyboard::press_enter(self.session)?;
         let live = format!(
             "const s = (() => {{ {RUN_STATE} }})(); return s.output.includes({}) ? s : null;",
             json!(DEADLOCK_REPORT)
@@ -453,10 +404,38 @@ impl RunnerCheck<'_> {
         expect_outcome(&state, "deadlock", "Deadlocked, as the chapter says.")
     }
 
+    /// Exercise 3.1 as the chapter words it: the switch `--together`,
+    /// chosen with the keyboard in "Run with", then Run; the switch is put
+    /// back afterwards.
+    fn run_together(&self, controls: &Controls) -> Result<(), String> {
+        keyboard::reach(self.session, &controls.run, "Run")?;
+        keyboard::tab_to(self.session, &controls.switches, "Run with")?;
+        self.session.press_key(char::from(Key::Down))?;
+        let chosen = self.session.execute(
+            "return arguments[0].value;",
+            json!([element_ref(&controls.switches)]),
+        )?;
+        if chosen != json!(TOGETHER) {
+            return Err(format!("the arrow key chose {chosen}, not {TOGETHER}"));
+        }
+        keyboard::reach(self.session, &controls.run, "Run")?;
+        keyboard::press_enter(self.session)?;
+        let state = self.wait_for_outcome(controls, RUN_LIMIT);
+        let put_back = keyboard::reach(self.session, &controls.switches, "Run with")
+            .and_then(|()| self.session.press_key(char::from(Key::Up)));
+        let state = state?;
+        expect_outcome(
+            &state,
+            "ok",
+            "Completed, but the chapter says it deadlocked.",
+        )?;
+        put_back
+    }
+
     fn run_cured(&self, controls: &Controls, theme: &str) -> Result<(), String> {
-        self.reach(&controls.run, "Run")?;
-        self.tab_to(&controls.edit, "Edit")?;
-        self.press_enter()?;
+        keyboard::reach(self.session, &controls.run, "Run")?;
+        keyboard::tab_to(self.session, &controls.edit, "Edit")?;
+        keyboard::press_enter(self.session)?;
         let editor = element_ref(&controls.editor);
         let placed = self
             .session
@@ -474,8 +453,8 @@ impl RunnerCheck<'_> {
             return Err(format!("the typed change is not in the editor: {text}"));
         }
         // Tab leaves the editor for Run, the next control.
-        self.tab_to(&controls.run, "Run")?;
-        self.press_enter()?;
+        keyboard::tab_to(self.session, &controls.run, "Run")?;
+        keyboard::press_enter(self.session)?;
         let state = self.wait_for_outcome(controls, RUN_LIMIT)?;
         (self.screenshot)(
             &format!("ch03-listing-3-1-cured-{theme}.png"),
@@ -485,9 +464,9 @@ impl RunnerCheck<'_> {
     }
 
     fn reset(&self, controls: &Controls) -> Result<(), String> {
-        self.reach(&controls.run, "Run")?;
-        self.tab_to(&controls.reset, "Reset")?;
-        self.press_enter()?;
+        keyboard::reach(self.session, &controls.run, "Run")?;
+        keyboard::tab_to(self.session, &controls.reset, "Reset")?;
+        keyboard::press_enter(self.session)?;
         let state = self.session.execute(
             EDITOR_STATE,
             json!([element_ref(&controls.editor), controls.code]),
@@ -515,9 +494,9 @@ impl RunnerCheck<'_> {
 
     fn stop_a_hang(&self) -> Result<(), String> {
         let controls = self.controls(CHAPTER_0, "Listing 0-1")?;
-        self.reach(&controls.run, "Run")?;
-        self.tab_to(&controls.edit, "Edit")?;
-        self.press_enter()?;
+        keyboard::reach(self.session, &controls.run, "Run")?;
+        keyboard::tab_to(self.session, &controls.edit, "Edit")?;
+        keyboard::press_enter(self.session)?;
         let editor = element_ref(&controls.editor);
         let placed = self
             .session
@@ -528,8 +507,8 @@ impl RunnerCheck<'_> {
         let mut typed: Vec<char> = HANG.0.chars().collect();
         typed.push(char::from(Key::Enter));
         self.session.press_keys(&typed)?;
-        self.tab_to(&controls.run, "Run")?;
-        self.press_enter()?;
+        keyboard::tab_to(self.session, &controls.run, "Run")?;
+        keyboard::press_enter(self.session)?;
         let running = format!(
             "const s = (() => {{ {RUN_STATE} }})(); return s.status.startsWith('Running') || s.outcome ? s : null;"
         );
@@ -546,9 +525,9 @@ impl RunnerCheck<'_> {
             ));
         }
         // Run is disabled while the run goes on; Stop comes after it.
-        self.tab_to(&controls.stop, "Stop")?;
+        keyboard::tab_to(self.session, &controls.stop, "Stop")?;
         let pressed = Instant::now();
-        self.press_enter()?;
+        keyboard::press_enter(self.session)?;
         // The page ends the run (the runner kills its process group) and
         // shows it: a "stopped" verdict, or its status, once Run is free.
         let ended = format!(
@@ -643,11 +622,6 @@ fn address_and_token(link: &str) -> Option<(String, String)> {
     let (address, token) = rest.split_once('/')?;
     (!address.is_empty() && !token.is_empty() && !token.contains('/'))
         .then(|| (address.to_string(), token.to_string()))
-}
-
-/// A WebDriver element reference for element `id`, as a script argument.
-fn element_ref(id: &str) -> Value {
-    json!({ "element-6066-11e4-a52e-4f735466cecf": id })
 }
 
 /// `Ok` if the run ended with `outcome` and, unless empty, `verdict`.

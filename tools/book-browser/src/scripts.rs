@@ -213,3 +213,13 @@ if (element) element.scrollIntoView({ block: 'center', behavior: 'instant' });
 else window.scrollTo({ top: 0, behavior: 'instant' });
 return true;
 "#;
+
+/// Whether the sidebar toggle says the table of contents is shown
+/// (`aria-expanded`), and whether the sidebar is hidden from assistive
+/// technology (`aria-hidden`).
+pub const SIDEBAR_STATE: &str = r#"
+const toggle = document.getElementById('sidebar-toggle');
+const sidebar = document.getElementById('sidebar');
+return { expanded: toggle.getAttribute('aria-expanded') === 'true',
+  hidden: sidebar.getAttribute('aria-hidden') === 'true' };
+"#;
