@@ -168,6 +168,8 @@
         }
         this.editButton.setAttribute('aria-pressed', String(editing));
         this.editButton.textContent = editing ? 'Done' : 'Edit';
+        // The accessible name holds the visible word (WCAG 2.5.3, label in name).
+        this.editButton.setAttribute('aria-label', (editing ? 'Done editing ' : 'Edit ') + this.name);
     };
 
     Block.prototype.reset = function () {
