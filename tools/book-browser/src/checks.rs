@@ -716,6 +716,7 @@ impl<'run> BookCheck<'run> {
         };
         let _ = self.page_errors();
         let session = self.session;
+        let mut audit = self.audit.take();
         let screenshot = |name: &str, centre_on: &str| self.save_screenshot(name, Some(centre_on));
         let mut check = RunnerCheck {
             session,
@@ -723,6 +724,7 @@ impl<'run> BookCheck<'run> {
             root: self.server.root_url(),
             second_root,
             screenshot: &screenshot,
+            audit: audit.as_mut(),
             outcomes: Vec::new(),
         };
         if check.connect() {
@@ -748,10 +750,12 @@ impl<'run> BookCheck<'run> {
             root: self.server.root_url(),
             second_root: check.second_root.clone(),
             screenshot: &screenshot,
+            audit: None,
             outcomes: Vec::new(),
         };
         second.check_second_origin();
         let second_outcomes = std::mem::take(&mut second.outcomes);
+        self.audit = audit;
         for (page, what, result) in outcomes.into_iter().chain(second_outcomes) {
             self.report.record(&page, &what, result);
         }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use fantoccini::key::Key;
 use serde_json::{json, Value};
 
+use crate::accessibility::Audit;
 use crate::browser::{element_id, element_ref, Session};
 use crate::driver::ProcessGroup;
 use crate::keyboard;
@@ -232,6 +233,8 @@ pub struct RunnerCheck<'run> {
     pub second_root: String,
     /// Saves a screenshot centred on a selector, under a name.
     pub screenshot: &'run dyn Fn(&str, &str) -> Result<(), String>,
+    /// axe-core, to audit the page once runs have filled it.
+    pub audit: Option<&'run mut Audit>,
     pub outcomes: Outcomes,
 }
 
@@ -375,6 +378,16 @@ impl RunnerCheck<'_> {
             &format!("Edit, the cure typed in, Run: {listing} completes [{theme}]"),
             cured,
         );
+        if let Some(audit) = self.audit.as_deref_mut() {
+            let audited = audit.check_page(self.session, theme);
+            self.record(
+                CHAPTER_3,
+                &format!(
+                    "no serious or critical axe-core finding with a run's output, verdict and timeline [{theme}]"
+                ),
+                audited,
+            );
+        }
         let reset = self.reset(&controls);
         self.record(
             CHAPTER_3,
