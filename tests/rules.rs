@@ -413,7 +413,10 @@ fn the_mdbook_the_harness_links_is_the_one_readers_install() {
         .find_map(|l| l.strip_prefix("mdbook = { version = \"="))
         .and_then(|rest| rest.split('"').next())
         .expect("an exact mdbook version in [workspace.dependencies]");
-    assert!(version.starts_with("0.4."), "mdbook-admonish 1.20 needs mdBook 0.4");
+    assert!(
+        version.starts_with("0.4."),
+        "mdbook-admonish 1.20 needs mdBook 0.4"
+    );
     let readme = fs::read_to_string(root().join("README.md")).expect("README.md");
     let ci = fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
     for (file, text) in [("README.md", &readme), (".ci/run", &ci)] {
