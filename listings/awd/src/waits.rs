@@ -327,6 +327,19 @@ pub fn receive_now(id: u64, state: ReceiveState) {
     }
 }
 
+impl Facts {
+    /// The facts of `task`, of the message loop on thread `home`; a task
+    /// first seen is taken to be running.
+    fn task(&mut self, task: &str, home: &str) -> &mut TaskFacts {
+        self.tasks
+            .entry(task.to_string())
+            .or_insert_with(|| TaskFacts {
+                home: home.to_string(),
+                state: TaskState::Running,
+            })
+    }
+}
+
 /// Records that the task `task`, of the message loop on thread `home`,
 /// returned `Pending`, having started receive `on_receive` if it did.
 pub fn task_suspended(task: &str, home: &str, on_receive: Option<u64>) {
@@ -334,13 +347,7 @@ pub fn task_suspended(task: &str, home: &str, on_receive: Option<u64>) {
         return;
     }
     let mut facts = facts();
-    let task_facts = facts
-        .tasks
-        .entry(task.to_string())
-        .or_insert_with(|| TaskFacts {
-            home: home.to_string(),
-            state: TaskState::Running,
-        });
+    let task_facts = facts.task(task, home);
     // A wake-up may have posted the task again while it was being polled.
     if !matches!(task_facts.state, TaskState::Queued { .. }) {
         task_facts.state = TaskState::Suspended { on_receive };
@@ -361,14 +368,7 @@ pub fn task_posted(task: &str, home: &str) {
     facts.record(EventKind::Mark(format!(
         "posts the rest of task `{task}` to the queue of `{home}`"
     )));
-    let task_facts = facts
-        .tasks
-        .entry(task.to_string())
-        .or_insert_with(|| TaskFacts {
-            home: home.to_string(),
-            state: TaskState::Running,
-        });
-    task_facts.state = TaskState::Queued {
+    facts.task(task, home).state = TaskState::Queued {
         posted_by: thread_name(),
     };
 }
