@@ -7,8 +7,10 @@
 //! repository, [`output`] compares a listing's stored output with a fresh run,
 //! [`timeline`] draws Part II's thread timelines from recorded runs,
 //! [`repo`] is the one map of the repository every tool reads, and
-//! [`process`] the one way they run a program, bounded in time.
+//! [`process`] the one way they run a program, bounded in time, and
+//! [`all_tests`] runs every test of the workspace, several binaries at once.
 
+pub mod all_tests;
 pub mod fences;
 pub mod links;
 pub mod listing;

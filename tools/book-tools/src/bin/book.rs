@@ -1,6 +1,6 @@
 //! `book`: the repository's tasks, in one documented command, in the manner of
-//! an `xtask`. `cargo chapter N` and `cargo loom` are aliases for two of them
-//! (`.cargo/config.toml`); the others run as
+//! an `xtask`. `cargo test-book`, `cargo chapter N` and `cargo loom` are
+//! aliases for three of them (`.cargo/config.toml`); the others run as
 //! `cargo run -p book-tools --bin book -- <task>`. `book help` lists them and
 //! `book <task> --help` explains one.
 //!
@@ -17,6 +17,9 @@ use book_tools::{process, repo};
 /// The tasks.
 #[derive(Debug, PartialEq, Eq)]
 enum Task {
+    /// Runs every test of the workspace, several test binaries at once
+    /// (`book_tools::all_tests`), passing these arguments to each.
+    Test(Vec<String>),
     /// Runs every test of chapter N: its prose blocks and checked outputs
     /// (the harness's tests named `chNN_…`) and its listing crates' tests.
     Chapter(u32),
@@ -48,6 +51,21 @@ enum Task {
 
 /// One line per task, for `book help`, and the details for `--help`.
 const TASKS: &[(&str, &str, &str)] = &[
+    (
+        "test",
+        "test [-- <args>]       every test, binaries side by side (alias: cargo test-book)",
+        "Builds every test binary (cargo test --workspace --no-run) and runs them as cargo \
+         test would (in the package's directory, with its environment), but several at \
+         once: BOOK_TEST_BINARIES=N of them (default: twice the CPUs, at most 8), the \
+         slowest first by the previous run's times. Each binary's output is printed whole \
+         when it ends, a failed one's again at the end; then the doc tests run (cargo test \
+         --workspace --doc). The last line sums libtest's results: `N passed, N failed` \
+         (then `N skipped` for checks this machine cannot run, and `N ignored`); the \
+         status is non-zero when a test failed or a binary could not run or finish. \
+         Arguments after `--` go to every binary and to the doc tests, as with cargo test \
+         (`cargo test-book -- ch03`). The same tests as `cargo test --workspace`, which \
+         runs one binary after another.",
+    ),
     (
         "chapter",
         "chapter <N>            every test of chapter N (alias: cargo chapter N)",
@@ -112,6 +130,13 @@ fn parse(args: &[String]) -> Result<Task, String> {
             .parse()
             .map(Task::Chapter)
             .map_err(|_| format!("`{n}` is not a chapter number")),
+        ["test", rest @ ..] => {
+            let rest = match rest {
+                ["--", after @ ..] => after,
+                _ => rest,
+            };
+            Ok(Task::Test(rest.iter().map(|a| a.to_string()).collect()))
+        }
         ["loom"] => Ok(Task::Loom),
         ["check-links", dir] => Ok(Task::CheckLinks(PathBuf::from(dir))),
         ["figures", rest @ ..] => Ok(Task::Figures {
@@ -135,6 +160,14 @@ fn main() -> ExitCode {
     let root = repo::root();
     match parse(&args) {
         Ok(Task::Chapter(n)) => test_chapter(&root, n),
+        Ok(Task::Test(args)) => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            if book_tools::all_tests::run_all(Path::new(&cargo), &root, &args) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Ok(Task::Loom) => loom(&root),
         Ok(Task::CheckLinks(dir)) => check_links(&dir),
         Ok(Task::Figures {
@@ -493,6 +526,11 @@ mod tests {
         let _limit = TestLimit::seconds(5);
         assert_eq!(parse(&args(&["chapter", "3"])), Ok(Task::Chapter(3)));
         assert_eq!(parse(&args(&["loom"])), Ok(Task::Loom));
+        assert_eq!(parse(&args(&["test"])), Ok(Task::Test(vec![])));
+        assert_eq!(
+            parse(&args(&["test", "--", "ch03", "--exact"])),
+            Ok(Task::Test(args(&["ch03", "--exact"])))
+        );
         assert_eq!(
             parse(&args(&["figures", "--into-book", "listing-04-01"])),
             Ok(Task::Figures {
