@@ -358,10 +358,20 @@ fn run(poll: Poll, core: &Core) {
         sockets.stopped = Some(Arc::clone(&why));
         sockets.by_token.drain().map(|(_, s)| s).collect()
     };
-    for socket in sockets {
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| socket.abort(&why, true)));
-    }
+    // The queue closes before any callback hears of the stop: code that
+    // learns of it from an aborted operation and then posts a job must be
+    // refused, not queued behind a thread that is ending. (The two locks are
+    // taken one after the other, never together.)
     let jobs = lock(&core.jobs).take().unwrap_or_default();
+    // Every socket is closed before the first callback runs (see
+    // `close_pending`), and each callback is guarded on its own.
+    let aborted: Vec<_> = sockets
+        .iter()
+        .map(|socket| socket.close_pending(&why, true))
+        .collect();
+    for pending in aborted {
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| pending.complete(&why)));
+    }
     for job in jobs {
         let _ = panic::catch_unwind(AssertUnwindSafe(job));
     }
@@ -490,6 +500,15 @@ impl SocketShared {
     /// `lasting`: later operations are refused with `why` too (the I/O thread
     /// stopped), not as on a closed socket.
     fn abort(&self, why: &str, lasting: bool) {
+        self.close_pending(why, lasting).complete(why);
+    }
+
+    /// The first half of [`SocketShared::abort`]: marks both sides closed
+    /// (refusing later operations) and takes what is pending, calling
+    /// nothing. A stopping I/O thread closes every socket this way before it
+    /// calls any callback, so code that hears of the stop cannot slip a new
+    /// operation into a socket not yet closed.
+    fn close_pending(&self, why: &str, lasting: bool) -> Aborted<'_> {
         let refusal: Option<Arc<str>> = lasting.then(|| why.into());
         let receive = {
             let mut receiving = lock(&self.receiving);
@@ -503,8 +522,27 @@ impl SocketShared {
             sending.refusal = sending.refusal.take().or(refusal);
             sending.send.take()
         };
-        if let Some(pending) = receive {
-            self.completions.fetch_add(1, Ordering::SeqCst);
+        Aborted {
+            socket: self,
+            receive,
+            send,
+        }
+    }
+}
+
+/// What a socket had pending when it was closed, still to be told why.
+#[must_use = "the pending operations' callbacks must be called"]
+struct Aborted<'a> {
+    socket: &'a SocketShared,
+    receive: Option<PendingReceive>,
+    send: Option<PendingSend>,
+}
+
+impl Aborted<'_> {
+    /// Calls the pending operations' callbacks with `ConnectionAborted`.
+    fn complete(self, why: &str) {
+        if let Some(pending) = self.receive {
+            self.socket.completions.fetch_add(1, Ordering::SeqCst);
             waits::receive_now(pending.id, ReceiveState::Delivered);
             let _running = waits::activity(format!("the callback of receive #{}", pending.id));
             (pending.callback)(Received {
@@ -512,7 +550,7 @@ impl SocketShared {
                 result: Err(error(ErrorKind::ConnectionAborted, why)),
             });
         }
-        if let Some(pending) = send {
+        if let Some(pending) = self.send {
             (pending.callback)(Err(error(ErrorKind::ConnectionAborted, why)));
         }
     }
