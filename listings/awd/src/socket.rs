@@ -370,7 +370,7 @@ fn run(poll: Poll, core: &Core) {
         .map(|socket| socket.close_pending(&why, true))
         .collect();
     for pending in aborted {
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| pending.complete(&why)));
+        pending.complete_guarded(&why);
     }
     for job in jobs {
         let _ = panic::catch_unwind(AssertUnwindSafe(job));
@@ -539,6 +539,32 @@ struct Aborted<'a> {
 }
 
 impl Aborted<'_> {
+    /// Like [`Aborted::complete`], with each callback guarded on its own: a
+    /// receive's callback that panics does not keep the send's from running.
+    fn complete_guarded(self, why: &str) {
+        let Aborted {
+            socket,
+            receive,
+            send,
+        } = self;
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+            Aborted {
+                socket,
+                receive,
+                send: None,
+            }
+            .complete(why)
+        }));
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+            Aborted {
+                socket,
+                receive: None,
+                send,
+            }
+            .complete(why)
+        }));
+    }
+
     /// Calls the pending operations' callbacks with `ConnectionAborted`.
     fn complete(self, why: &str) {
         if let Some(pending) = self.receive {

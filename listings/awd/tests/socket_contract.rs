@@ -319,3 +319,32 @@ fn posted_jobs_run_on_the_io_thread_after_the_events_at_hand() {
         .unwrap();
     assert_eq!(on.recv_timeout(WAIT), Ok(true));
 }
+
+#[test]
+fn when_the_io_thread_stops_a_panicking_abort_does_not_silence_the_other_callback() {
+    let _limit = TestLimit::seconds(20);
+    let io = IoThread::start().unwrap();
+    let (panicking, mut trigger) = loopback_pair(&io).unwrap();
+    let (both, _silent_peer) = loopback_pair(&io).unwrap();
+    // One socket with a receive whose callback panics when it is aborted,
+    // and a send that cannot finish because its peer never reads.
+    assert!(matches!(
+        both.receive(vec![0; 16], |_| panic!("the aborted receive panics too")),
+        Start::Pending
+    ));
+    let (sent, send_called) = channel();
+    let big = vec![0u8; 64 * 1024 * 1024];
+    assert!(matches!(
+        both.send(big, move |s| sent.send(s).unwrap()),
+        Start::Pending
+    ));
+    assert!(matches!(
+        panicking.receive(vec![0; 16], |_| panic!("sensor 7 is on fire")),
+        Start::Pending
+    ));
+    trigger.write_all(b"x").unwrap();
+    let send = send_called
+        .recv_timeout(WAIT)
+        .expect("the send's callback still runs");
+    assert!(names_the_panic(&send), "{send:?}");
+}
