@@ -45,8 +45,11 @@ pub struct Sensor {
 }
 
 // SAFETY: sensorlib's functions lock the device, so any thread may call them
-// with the same device; the one exception, a call from inside a callback, is
-// a deadlock, not a data race, and is recorded (see `into_c`).
+// with the same device; the one exception, a call from inside a callback,
+// locks again a mutex its thread holds: with glibc's default mutex that
+// waits forever, a deadlock, not a data race (POSIX leaves it undefined), and
+// it is recorded (see `into_c`). Dropping the last handle inside a callback
+// closes the device on another thread instead (`Drop for Sensor`).
 unsafe impl Send for Sensor {}
 // SAFETY: as for `Send`: `&Sensor` only calls sensorlib's locking functions.
 unsafe impl Sync for Sensor {}
@@ -129,9 +132,47 @@ unsafe impl Sync for InFlight {}
 
 impl Drop for Sensor {
     fn drop(&mut self) {
+        if in_callback() {
+            // The last handle was dropped inside a callback (a handle moved
+            // into `on_done`, say): closing here would lock the device the
+            // event thread holds while it runs this callback, and wait for
+            // itself. Close on a thread of its own, which takes the lock once
+            // the callback has returned.
+            let closing = Closing {
+                device: self.device,
+                _connection: self._connection.try_clone().ok(),
+            };
+            let closer = std::thread::Builder::new()
+                .name("sensorlib-close".into())
+                .spawn(move || closing.close());
+            if closer.is_err() {
+                eprintln!("sensorlib: no thread to close the device; it stays open");
+            }
+            return;
+        }
         // SAFETY: every `Submitted` borrowed `self`, so none is left; the
         // transfers still in flight end with NO_DEVICE, their callbacks run
         // before this returns, and the device is closed once.
+        unsafe { sys::sensor_close(self.device.as_ptr()) }
+    }
+}
+
+/// A device to close away from the event thread (see `Drop for Sensor`).
+struct Closing {
+    device: NonNull<sys::sensor_device>,
+    /// Kept open until the device is closed, as `Sensor` keeps it.
+    _connection: Option<TcpStream>,
+}
+
+// SAFETY: the device pointer moves to the closing thread, the only one that
+// uses it from then on: the `Sensor` it came from has been dropped.
+unsafe impl Send for Closing {}
+
+impl Closing {
+    fn close(self) {
+        // SAFETY: as in `Drop for Sensor`: no handle is left, and the device
+        // is closed once, here, after the callback that dropped the last
+        // handle has returned and released the device's lock.
         unsafe { sys::sensor_close(self.device.as_ptr()) }
     }
 }
@@ -611,6 +652,32 @@ mod tests {
         });
         let after = user_data_counts();
         assert_eq!((after.0 - before.0, after.1 - before.1), (2, 2));
+    }
+
+    #[test]
+    fn the_last_handle_dropped_inside_a_callback_closes_the_device_elsewhere() {
+        let _limit = TestLimit::seconds(20);
+        use std::io::Write;
+        let (sensor, mut peer) = connected_sensor().unwrap();
+        let sensor = Arc::new(sensor);
+        let last = Arc::clone(&sensor);
+        let (finished, after_drop) = std::sync::mpsc::channel();
+        let submitted = sensor.submit(
+            Direction::In,
+            vec![0; 1],
+            move |_| {
+                drop(last); // the last handle, on the event thread, lock held
+                let _ = finished.send(());
+            },
+            |_| {},
+        );
+        assert!(submitted.is_ok());
+        drop(submitted);
+        drop(sensor);
+        peer.write_all(b"x").unwrap();
+        after_drop
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the callback went on after dropping the last handle");
     }
 
     #[test]
