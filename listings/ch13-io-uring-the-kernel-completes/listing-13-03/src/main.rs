@@ -233,20 +233,34 @@ impl Drop for Ring {
             .collect();
         let mut waiting = owned.len();
         for id in owned {
+            let cancel = opcode::AsyncCancel::new(id).build().user_data(CANCEL);
             // SAFETY: `&mut self`: no other queue exists; a cancel names no
             // buffer.
-            let pushed = unsafe {
-                self.uring
-                    .submission_shared()
-                    .push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL))
-            };
-            if pushed.is_err() {
-                let _ = self.uring.submit();
+            while unsafe { self.uring.submission_shared().push(&cancel) }.is_err() {
+                // The queue is full: hand it to the kernel, then push again.
+                if self.uring.submit().is_err() {
+                    break;
+                }
             }
         }
+        let mut failures = 0;
         while waiting > 0 {
-            if self.uring.submit_and_wait(1).is_err() {
-                continue;
+            match self.uring.submit_and_wait(1) {
+                Ok(_) => failures = 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 100 {
+                        // The kernel may still write into these buffers:
+                        // leaking them is the one safe thing left.
+                        eprintln!("io_uring: cannot wait for the operations still in flight ({e}); their buffers are leaked");
+                        for owned in state.in_flight.drain() {
+                            std::mem::forget(owned);
+                        }
+                        return;
+                    }
+                    continue;
+                }
             }
             // SAFETY: `&mut self`: no other reader of the queue.
             for cqe in unsafe { self.uring.completion_shared() } {
