@@ -337,7 +337,14 @@ impl Runner {
             return ended(Outcome::Compiled, None);
         }
         // Run.
-        let timeline = self.work.join("runs").join(format!("{id}.tsv"));
+        // Named for this run alone: run ids restart with each runner, and two
+        // runners (two tests, say) may share a work directory.
+        static TIMELINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = TIMELINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let timeline = self
+            .work
+            .join("runs")
+            .join(format!("{}-{unique}-{id}.tsv", std::process::id()));
         let _ = std::fs::create_dir_all(timeline.parent().expect("a directory"));
         let _ = std::fs::remove_file(&timeline);
         let command = std::iter::once(block.command.clone())
